@@ -1,0 +1,27 @@
+"""The one seam every backend implements, and the small optional capabilities beside it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from ..types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A chat backend. ``stream`` raises a ``BridgeError`` before its first chunk if the upstream
+    refuses, and raises (any exception) mid-stream if the upstream fails after that; the chunks
+    it yields are already strictly compliant (role first, separate finish chunk, usage chunk only
+    when ``stream_options.include_usage``). Closing the iterator closes the upstream request."""
+
+    name: str
+    kind: str
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion: ...
+
+    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]: ...
+
+    async def models(self) -> list[Model]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,369 @@
+"""The Livepeer backend: talks to a gateway's ``/llm`` over one pooled aiohttp session.
+
+It picks the gateway generation (``auto`` tries JSON and falls back to multipart on the gen-A
+answer, then remembers), applies the timeouts (connect, first token, idle between tokens, whole
+non-stream request), turns every transport failure into a ``BridgeError`` before the first chunk
+and into an exception mid-stream, and closes the upstream response as soon as the consumer stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+from ...chunks import fold_chunks
+from ...errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ...sse import SSEDecoder
+from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
+from .translate import StreamParser, build_request, error_from_response, parse_response
+from .wire import (
+    CAPABILITIES_PATH,
+    LLM_CAPABILITY,
+    LLM_PATH,
+    NOT_MULTIPART_MESSAGE,
+    Generation,
+    LivepeerRequest,
+)
+
+__all__ = ["LivepeerBackend", "LivepeerOptions", "chat", "stream_chat"]
+
+log = logging.getLogger("oai_bridge.livepeer")
+
+GatewayApi = Literal["auto", "json", "form"]
+
+
+@dataclass
+class LivepeerOptions:
+    """Settings of one Livepeer gateway. Timeouts are seconds; see ``docs/configuration.md``."""
+
+    gateway_url: str
+    api: GatewayApi = "auto"
+    token: str | None = None
+    cli_url: str | None = None
+    models: list[str] = field(default_factory=list)
+    default_max_tokens: int = 256
+    strip_assistant_header: bool = True
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    request_timeout: float = 600.0
+    discovery_ttl: float = 60.0
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+class LivepeerBackend:
+    """``Backend`` for a Livepeer AI gateway (both ``/llm`` generations)."""
+
+    kind = "livepeer"
+
+    def __init__(self, options: LivepeerOptions, *, name: str = "livepeer") -> None:
+        self.name = name
+        self.options = options
+        base = options.gateway_url.rstrip("/")
+        self._llm_url = base + LLM_PATH
+        self._generation: Generation | None = None if options.api == "auto" else options.api
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"Accept": "application/json, text/event-stream"}
+        if options.token:
+            self._headers["Authorization"] = f"Bearer {options.token}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=options.connect_timeout, sock_connect=options.connect_timeout
+        )
+        self._discovered: list[str] = []
+        self._discovered_at = 0.0
+        self._created = int(time.time())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def generation(self) -> Generation | None:
+        """The gateway generation in use (``None`` until ``auto`` has found out)."""
+        return self._generation
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, json_serialize=lambda o: orjson.dumps(o).decode()
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def _translate(self, request: ChatCompletionRequest, *, stream: bool | None = None) -> LivepeerRequest:
+        return build_request(
+            request,
+            generation=self._generation or "json",
+            default_max_tokens=self.options.default_max_tokens,
+            stream=stream,
+        )
+
+    async def _post_once(self, lp: LivepeerRequest) -> aiohttp.ClientResponse:
+        session = self._http()
+        if lp.json is not None:
+            headers = {**self._headers, "Content-Type": "application/json"}
+            return await session.post(self._llm_url, data=orjson.dumps(lp.json), headers=headers)
+        form = aiohttp.FormData(default_to_multipart=True)
+        for key, value in (lp.form or {}).items():
+            form.add_field(key, value)
+        return await session.post(self._llm_url, data=form, headers=self._headers)
+
+    async def _post(self, lp: LivepeerRequest, timeout: float) -> aiohttp.ClientResponse:
+        """Send, and wait for the response head (which a gateway sends with the first token)."""
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    return await self._post_once(lp)
+                except aiohttp.ServerDisconnectedError:
+                    # Either a pooled keep-alive connection went stale, or the gateway closed
+                    # without answering. One fresh attempt tells them apart.
+                    try:
+                        return await self._post_once(lp)
+                    except aiohttp.ServerDisconnectedError:
+                        raise UpstreamUnavailable(
+                            "The Livepeer gateway closed the connection without answering (this is how "
+                            "gateways since v0.8.7 report that no orchestrator serves the model).",
+                            code="no_orchestrator",
+                        ) from None
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The Livepeer gateway sent nothing within {timeout:g} s.", code="first_token_timeout"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailable(
+                f"Cannot connect to the Livepeer gateway at {self.options.gateway_url} ({exc.os_error}).",
+                code="upstream_unreachable",
+                retry_after=2.0,
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"The request to the Livepeer gateway failed ({type(exc).__name__}).") from None
+
+    async def _open(
+        self, request: ChatCompletionRequest, *, stream: bool, timeout: float
+    ) -> tuple[LivepeerRequest, aiohttp.ClientResponse]:
+        """Translate, send, handle generation fallback and error statuses; return a 200 response."""
+        lp = self._translate(request, stream=stream)
+        resp = await self._post(lp, timeout)
+        if resp.status == 400 and self.options.api == "auto" and lp.generation == "json":
+            body = await resp.read()
+            resp.release()
+            if NOT_MULTIPART_MESSAGE.encode() in body:
+                log.info("the gateway at %s speaks the legacy multipart /llm; using it", self.options.gateway_url)
+                self._generation = "form"
+                lp = self._translate(request, stream=stream)
+                resp = await self._post(lp, timeout)
+            else:
+                raise error_from_response(400, body)
+        elif self._generation is None and resp.status == 200:
+            self._generation = lp.generation
+        if resp.status != 200:
+            try:
+                body = await resp.read()
+            except aiohttp.ClientError:
+                body = b""
+            resp.release()
+            raise error_from_response(resp.status, body, retry_after=_retry_after(resp.headers.get("Retry-After")))
+        return lp, resp
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
+        if self._generation == "form":
+            # The legacy non-stream body only has a total token count; its stream has both.
+            return await fold_chunks(self._stream(request, include_usage=True))
+        lp, resp = await self._open(request, stream=False, timeout=self.options.request_timeout)
+        if lp.generation == "form":
+            resp.close()  # auto just discovered gen A: ask again, streaming
+            return await fold_chunks(self._stream(request, include_usage=True))
+        try:
+            async with asyncio.timeout(self.options.request_timeout):
+                raw = await resp.read()
+        except TimeoutError:
+            raise UpstreamTimeout("The Livepeer gateway did not finish its answer in time.") from None
+        except aiohttp.ClientError:
+            raise UpstreamError("The connection to the Livepeer gateway broke during the answer.") from None
+        finally:
+            resp.release()
+        if not raw.strip():
+            raise UpstreamError(
+                "The Livepeer gateway answered 200 with an empty body (its request validator dropped the request)."
+            )
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("The Livepeer gateway answered with invalid JSON.") from None
+        if not isinstance(body, dict):
+            raise UpstreamError("The Livepeer gateway answered with unexpected JSON.")
+        return parse_response(
+            body,
+            request=request,
+            generation=lp.generation,
+            max_tokens=lp.max_tokens,
+            strip_header=self.options.strip_assistant_header,
+        )
+
+    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        return self._stream(request, include_usage=None)
+
+    async def _stream(
+        self, request: ChatCompletionRequest, *, include_usage: bool | None
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        lp, resp = await self._open(request, stream=True, timeout=self.options.first_token_timeout)
+        parser = StreamParser(
+            request=request,
+            generation=lp.generation,
+            max_tokens=lp.max_tokens,
+            strip_header=self.options.strip_assistant_header,
+            include_usage=include_usage,
+        )
+        complete = False
+        events = self._events(resp)
+        try:
+            ctype = resp.headers.get("Content-Type", "")
+            if not ctype.startswith("text/event-stream"):
+                raw = await resp.read()
+                raise UpstreamError(
+                    "The Livepeer gateway answered a stream request with "
+                    f"{ctype or 'no content type'} ({len(raw)} bytes)."
+                )
+            async for data in events:
+                for chunk in parser.feed(data):
+                    yield chunk
+                if parser.done:
+                    break
+            for chunk in parser.end():
+                yield chunk
+            complete = True
+            if not resp.content.at_eof():
+                # The gateway ends the body right after the finishing chunk; read its terminator
+                # so the connection can go back to the pool (bounded, never delays much).
+                try:
+                    async with asyncio.timeout(0.05):
+                        await resp.content.read()
+                except (TimeoutError, aiohttp.ClientError):
+                    pass
+        finally:
+            await events.aclose()
+            if complete and resp.content.at_eof():
+                resp.release()  # back to the pool
+            else:
+                resp.close()  # stop the gateway's work at once
+
+    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
+        decoder = SSEDecoder()
+        content = resp.content
+        loop = asyncio.get_running_loop()
+        idle = self.options.idle_timeout
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    deadline.reschedule(loop.time() + idle)
+                    data = await content.readany()
+                    deadline.reschedule(None)
+                    if not data:
+                        return
+                    for event in decoder.feed(data):
+                        yield event.data
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The Livepeer gateway went silent for {idle:g} s in the middle of the answer.",
+                code="idle_timeout",
+            ) from None
+        except aiohttp.ClientError:
+            raise UpstreamError("The connection to the Livepeer gateway broke in the middle of the answer.") from None
+
+    # ------------------------------------------------------------------ models
+
+    async def models(self) -> list[Model]:
+        names = list(dict.fromkeys([*self.options.models, *await self._discover()]))
+        return [{"id": n, "object": "model", "created": self._created, "owned_by": "livepeer"} for n in names]
+
+    async def _discover(self) -> list[str]:
+        """LLM models advertised on the network (``/getNetworkCapabilities``, capability 33)."""
+        cli = self.options.cli_url
+        if not cli:
+            return []
+        now = time.monotonic()
+        if self._discovered_at and now - self._discovered_at < self.options.discovery_ttl:
+            return self._discovered
+        self._discovered_at = now
+        try:
+            async with asyncio.timeout(5):
+                async with self._http().get(cli.rstrip("/") + CAPABILITIES_PATH) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("model discovery at %s failed: %s", cli, type(exc).__name__)
+            return self._discovered
+        if status != 200:
+            log.warning("model discovery at %s answered %s: %.100r", cli, status, raw)
+            return self._discovered
+        self._discovered = _llm_models(raw)
+        return self._discovered
+
+
+def _llm_models(raw: bytes) -> list[str]:
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    names: list[str] = []
+    for orch in data.get("orchestrators") or [] if isinstance(data, dict) else []:
+        try:
+            per_cap = orch["capabilities"]["constraints"]["PerCapability"][LLM_CAPABILITY]["models"]
+        except (KeyError, TypeError):
+            continue
+        if isinstance(per_cap, dict):
+            names.extend(str(k) for k in per_cap)
+    return sorted(set(names))
+
+
+# ---------------------------------------------------------------------- library helpers
+
+
+def _as_request(request: ChatCompletionRequest | dict[str, Any]) -> ChatCompletionRequest:
+    if isinstance(request, ChatCompletionRequest):
+        return request
+    return ChatCompletionRequest.model_validate(request)
+
+
+async def stream_chat(
+    gateway_url: str, request: ChatCompletionRequest | dict[str, Any], **options: Any
+) -> AsyncIterator[ChatCompletionChunk]:
+    """Yield OpenAI ``chat.completion.chunk`` dicts for ``request`` from a Livepeer gateway.
+
+    ``options`` are ``LivepeerOptions`` fields (``api``, ``token``, timeouts, ...).
+    Raises ``BridgeError`` (with ``.status`` and ``.body()``) on failure.
+    """
+    backend = LivepeerBackend(LivepeerOptions(gateway_url=gateway_url, **options))
+    try:
+        async for chunk in backend.stream(_as_request(request)):
+            yield chunk
+    finally:
+        await backend.aclose()
+
+
+async def chat(gateway_url: str, request: ChatCompletionRequest | dict[str, Any], **options: Any) -> ChatCompletion:
+    """One non-stream ``chat.completion`` for ``request`` from a Livepeer gateway."""
+    backend = LivepeerBackend(LivepeerOptions(gateway_url=gateway_url, **options))
+    try:
+        return await backend.chat(_as_request(request))
+    finally:
+        await backend.aclose()

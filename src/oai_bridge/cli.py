@@ -1,0 +1,149 @@
+"""``oai-bridge serve | simulate``: the command line. Every ``serve`` option is also an env var and
+a config-file key (see ``oai_bridge.config.OPTIONS``); precedence is flag > env > file > default."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from . import __version__
+from .config import CONFIG_ENV, OPTIONS, ConfigError, Settings, load_settings
+
+log = logging.getLogger("oai_bridge")
+
+SERVE_EPILOG = """\
+With no gateway configured, the built-in Livepeer gateway simulator runs in-process and every
+reply is simulated (said loudly in the log). Examples:
+  oai-bridge serve                                   # simulator, http://127.0.0.1:8080/v1
+  oai-bridge serve --gateway http://127.0.0.1:8935   # a real gateway, API generation auto-detected
+  LIVEPEER_GATEWAY_URL=https://gw.example oai-bridge serve --port 9000 --workers 2
+Config file (TOML): [server] host/port/workers/...; [livepeer] gateway_url/gateway_api/...;
+the key names are the option names below with '-' → '_' (see docs/configuration.md).
+"""
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible server",
+        description="Run the OpenAI-compatible API server (POST /v1/chat/completions, GET /v1/models, "
+        "GET /health) in front of a Livepeer AI gateway.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help=f"TOML config file (env {CONFIG_ENV})")
+    for option in OPTIONS:
+        default = "unset" if option.default in (None, []) else option.default
+        if option.secret:
+            default = "unset"
+        p.add_argument(
+            option.flag,
+            dest=option.name,
+            metavar=option.metavar,
+            default=None,
+            help=f"{option.help} (env {option.env}; default {default})",
+        )
+
+
+def _simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="run the built-in Livepeer gateway simulator alone",
+        description="Run the Livepeer gateway simulator: POST /llm (both generations), GET /healthz, "
+        "GET /getNetworkCapabilities. Fault modes are chosen per request with a [[sim ...]] "
+        "directive in the last user message or an X-Sim header (see `pydoc "
+        "oai_bridge.simulators.livepeer`).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8935, help="port (default 8935, the usual gateway port)")
+    p.add_argument(
+        "--api",
+        choices=("json", "form"),
+        default="json",
+        help="/llm generation: json (gateway >= v0.8.3) or form (legacy multipart); default json",
+    )
+    p.add_argument(
+        "--token-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="delay between streamed tokens (default 0)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oai-bridge",
+        description="An OpenAI-compatible API in front of a Livepeer AI gateway.",
+    )
+    parser.add_argument("--version", action="version", version=f"oai-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _serve_parser(sub)
+    _simulate_parser(sub)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from .server.app import SETTINGS_ENV, create_app
+
+    upstream = settings.gateway_url or "the built-in simulator"
+    log.info(
+        "oai-bridge %s: OpenAI API at http://%s:%s/v1 → Livepeer %s (api %s), %d worker(s)",
+        __version__,
+        settings.host,
+        settings.port,
+        upstream,
+        settings.gateway_api,
+        settings.workers,
+    )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers > 1:
+        os.environ[SETTINGS_ENV] = orjson.dumps(settings.to_dict()).decode()
+        uvicorn.run("oai_bridge.server.app:app_from_env", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "simulate":
+        _configure_logging("info")
+        from .simulators.livepeer import run
+
+        run(args.host, args.port, api=args.api, token_delay=args.token_delay)
+        return 0
+    values = {o.name: getattr(args, o.name) for o in OPTIONS}
+    try:
+        settings = load_settings(values, config_file=args.config)
+    except ConfigError as exc:
+        print(f"oai-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    serve(settings)
+    return 0

@@ -1,0 +1,354 @@
+"""Settings: one table of options, read from a TOML file, then env vars, then CLI flags.
+
+Each option is declared once in ``OPTIONS`` (its file section and key, env var, flag, type,
+default and help); the CLI's ``--help``, the env lookup, the file reader and
+``docs/configuration.md`` all follow that table. A bad value fails at start with a message naming
+the file, the line (for TOML syntax errors) and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends.livepeer import LivepeerOptions
+
+__all__ = ["OPTIONS", "ConfigError", "Option", "Settings", "load_settings"]
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message says where."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"expected a number of at least 1, got {number}")
+    return number
+
+
+def _port(value: Any) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"expected a port number 0-65535, got {number}")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected seconds, got {value!r}")
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"expected seconds >= 0, got {number}")
+    return number
+
+
+def _api(value: Any) -> str:
+    text = str(value)
+    if text not in ("auto", "json", "form"):
+        raise ValueError(f"expected auto, json or form, got {text!r}")
+    return text
+
+
+def _url(value: Any) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _models(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value if str(v).strip()]
+    return [m.strip() for m in str(value).split(",") if m.strip()]
+
+
+def _log_level(value: Any) -> str:
+    text = str(value).lower()
+    if text not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"expected debug, info, warning or error, got {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # attribute of Settings
+    section: str  # TOML table
+    env: str
+    flag: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    metavar: str = "VALUE"
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "server", "OAI_BRIDGE_HOST", "--host", str, "127.0.0.1", "address to listen on", "ADDR"),
+    Option("port", "server", "OAI_BRIDGE_PORT", "--port", _port, 8080, "port to listen on", "PORT"),
+    Option("workers", "server", "OAI_BRIDGE_WORKERS", "--workers", _positive_int, 1, "worker processes", "N"),
+    Option(
+        "log_level",
+        "server",
+        "OAI_BRIDGE_LOG_LEVEL",
+        "--log-level",
+        _log_level,
+        "info",
+        "debug, info, warning or error",
+        "LEVEL",
+    ),
+    Option(
+        "keepalive_interval",
+        "server",
+        "OAI_BRIDGE_KEEPALIVE_INTERVAL",
+        "--keepalive-interval",
+        _seconds,
+        15.0,
+        "seconds between ': keep-alive' comments while the upstream is silent (0 = off)",
+        "SECONDS",
+    ),
+    Option(
+        "max_body_bytes",
+        "server",
+        "OAI_BRIDGE_MAX_BODY_BYTES",
+        "--max-body-bytes",
+        _positive_int,
+        8 << 20,
+        "largest request body accepted (larger: 413)",
+        "BYTES",
+    ),
+    Option(
+        "gateway_url",
+        "livepeer",
+        "LIVEPEER_GATEWAY_URL",
+        "--gateway",
+        _url,
+        None,
+        "Livepeer gateway base URL, e.g. http://127.0.0.1:8935; unset: the built-in simulator",
+        "URL",
+    ),
+    Option(
+        "gateway_api",
+        "livepeer",
+        "LIVEPEER_GATEWAY_API",
+        "--gateway-api",
+        _api,
+        "auto",
+        "/llm generation: json (gateway >= v0.8.3), form (<= v0.8.2, Livepeer Studio) or auto",
+        "API",
+    ),
+    Option(
+        "gateway_token",
+        "livepeer",
+        "LIVEPEER_GATEWAY_TOKEN",
+        "--gateway-token",
+        str,
+        None,
+        "sent as 'Authorization: Bearer TOKEN' to the gateway (Studio, token-checking proxies)",
+        "TOKEN",
+        secret=True,
+    ),
+    Option(
+        "cli_url",
+        "livepeer",
+        "LIVEPEER_CLI_URL",
+        "--gateway-cli",
+        _url,
+        None,
+        "gateway CLI URL (e.g. http://127.0.0.1:5935) to discover LLM models via /getNetworkCapabilities",
+        "URL",
+    ),
+    Option(
+        "models",
+        "livepeer",
+        "LIVEPEER_MODELS",
+        "--models",
+        _models,
+        [],
+        "models listed by /v1/models (comma-separated); any name is still forwarded",
+        "A,B",
+    ),
+    Option(
+        "default_max_tokens",
+        "livepeer",
+        "LIVEPEER_DEFAULT_MAX_TOKENS",
+        "--default-max-tokens",
+        _positive_int,
+        256,
+        "max_tokens sent when the client sets none (the gateway bills by it)",
+        "N",
+    ),
+    Option(
+        "strip_assistant_header",
+        "livepeer",
+        "LIVEPEER_STRIP_ASSISTANT_HEADER",
+        "--strip-assistant-header",
+        _bool,
+        True,
+        "remove a leading 'assistant' header leaked by the runner's chat template",
+        "BOOL",
+    ),
+    Option(
+        "connect_timeout",
+        "livepeer",
+        "LIVEPEER_CONNECT_TIMEOUT",
+        "--connect-timeout",
+        _seconds,
+        10.0,
+        "seconds to open a connection to the gateway",
+        "SECONDS",
+    ),
+    Option(
+        "first_token_timeout",
+        "livepeer",
+        "LIVEPEER_FIRST_TOKEN_TIMEOUT",
+        "--first-token-timeout",
+        _seconds,
+        120.0,
+        "seconds to wait for the first streamed token (then 504)",
+        "SECONDS",
+    ),
+    Option(
+        "idle_timeout",
+        "livepeer",
+        "LIVEPEER_IDLE_TIMEOUT",
+        "--idle-timeout",
+        _seconds,
+        60.0,
+        "seconds of silence allowed between streamed tokens (then an error event)",
+        "SECONDS",
+    ),
+    Option(
+        "request_timeout",
+        "livepeer",
+        "LIVEPEER_REQUEST_TIMEOUT",
+        "--request-timeout",
+        _seconds,
+        600.0,
+        "seconds for a whole non-stream answer (then 504)",
+        "SECONDS",
+    ),
+)
+
+OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+CONFIG_ENV = "OAI_BRIDGE_CONFIG"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    log_level: str = "info"
+    keepalive_interval: float = 15.0
+    max_body_bytes: int = 8 << 20
+    gateway_url: str | None = None
+    gateway_api: str = "auto"
+    gateway_token: str | None = None
+    cli_url: str | None = None
+    models: list[str] = field(default_factory=list)
+    default_max_tokens: int = 256
+    strip_assistant_header: bool = True
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    request_timeout: float = 600.0
+
+    @property
+    def simulated(self) -> bool:
+        """No gateway configured: the built-in simulator answers."""
+        return self.gateway_url is None
+
+    def livepeer_options(self, gateway_url: str | None = None) -> LivepeerOptions:
+        url = gateway_url or self.gateway_url
+        if url is None:
+            raise ConfigError("no Livepeer gateway URL")
+        return LivepeerOptions(
+            gateway_url=url,
+            api=self.gateway_api,  # type: ignore[arg-type]
+            token=self.gateway_token,
+            cli_url=self.cli_url,
+            models=list(self.models),
+            default_max_tokens=self.default_max_tokens,
+            strip_assistant_header=self.strip_assistant_header,
+            connect_timeout=self.connect_timeout,
+            first_token_timeout=self.first_token_timeout,
+            idle_timeout=self.idle_timeout,
+            request_timeout=self.request_timeout,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {o.name: getattr(self, o.name) for o in OPTIONS}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Settings:
+        return cls(**{k: v for k, v in values.items() if k in OPTION_BY_NAME})
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict) or section not in ("server", "livepeer"):
+            raise ConfigError(f"config file {path}: unknown section [{section}] (known: [server], [livepeer])")
+        for key, value in table.items():
+            option = OPTION_BY_NAME.get(key)
+            if option is None or option.section != section:
+                known = ", ".join(o.name for o in OPTIONS if o.section == section)
+                raise ConfigError(f"config file {path}: [{section}] {key}: unknown field (known: {known})")
+            values[key] = _parse(option, value, f"config file {path}: [{section}] {key}")
+    return values
+
+
+def _parse(option: Option, value: Any, where: str) -> Any:
+    try:
+        return option.parse(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < config file < env vars < CLI values (``None`` in ``cli`` means "not given")."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+    path = config_file or env.get(CONFIG_ENV)
+    if path:
+        values.update(_read_file(Path(path)))
+    for option in OPTIONS:
+        if option.env in env and env[option.env] != "":
+            values[option.name] = _parse(option, env[option.env], f"env {option.env}")
+    for name, value in (cli or {}).items():
+        if value is not None and name in OPTION_BY_NAME:
+            option = OPTION_BY_NAME[name]
+            values[name] = _parse(option, value, f"option {option.flag}")
+    return Settings.from_dict(values)

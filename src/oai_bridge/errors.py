@@ -1,0 +1,99 @@
+"""One exception family. Every failure the bridge reports is a ``BridgeError``: it knows its HTTP
+status, its OpenAI error body ``{"error": {"message", "type", "param", "code"}}`` and the extra
+headers (``Retry-After``) it needs. The server turns it into a response before the first byte and
+into a ``data: {"error": ...}`` frame after it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class BridgeError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.body())
+
+    def headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(self.retry_after)))
+            headers["retry-after-ms"] = str(int(self.retry_after * 1000))
+        if self.status >= 500 and self.retry_after is None:
+            # Nothing the SDK's automatic retry would change right away (the upstream already
+            # failed and the bridge reported it); tell the SDKs not to triple the work.
+            headers["x-should-retry"] = "false"
+        return headers
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status}, {self.message!r})"
+
+
+class InvalidRequest(BridgeError):
+    """The client's request is wrong: never forwarded."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class NotFound(BridgeError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class UpstreamRejected(BridgeError):
+    """The upstream answered 4xx with a message worth passing on (e.g. gateway 400)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "upstream_rejected"
+
+
+class UpstreamError(BridgeError):
+    """The upstream failed (masked 500, garbage, cut stream)."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(BridgeError):
+    """No capacity upstream (503, no orchestrator, connection refused)."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = 1.0, **kwargs: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **kwargs)
+
+
+class UpstreamTimeout(BridgeError):
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"

@@ -1,0 +1,143 @@
+"""``create_app(settings)``: routes, error handlers, and a lifespan that builds the backends (and
+the built-in gateway simulator when no gateway is configured) and closes them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..backends.livepeer import LivepeerBackend
+from ..config import Settings
+from ..errors import BridgeError, InvalidRequest, NotFound
+from ..router import Router
+from . import handlers
+
+log = logging.getLogger("oai_bridge.server")
+
+SETTINGS_ENV = "OAI_BRIDGE__SETTINGS_JSON"
+#: Listed when nothing is configured: the model the Livepeer docs call the most available.
+FALLBACK_MODELS = ["meta-llama/Meta-Llama-3.1-8B-Instruct"]
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the client's ``x-request-id`` if sane) in ``request.state``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            rid = ""
+            for key, value in scope["headers"]:
+                if key == b"x-request-id":
+                    rid = value.decode("latin-1")
+                    break
+            if not (0 < len(rid) <= 128 and rid.isascii() and rid.isprintable()):
+                rid = "req_" + uuid.uuid4().hex
+            scope.setdefault("state", {})["request_id"] = rid
+        await self.app(scope, receive, send)
+
+
+def _rid(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "")) or "req_" + uuid.uuid4().hex
+
+
+async def _bridge_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BridgeError)
+    if exc.status >= 500:
+        log.warning("request %s failed: %s", _rid(request), exc.message)
+    return handlers.error_response(exc, _rid(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: BridgeError = NotFound(f"Unknown path {request.url.path}.", code="unknown_url")
+    elif exc.status_code == 405:
+        error = InvalidRequest(
+            f"Method {request.method} is not allowed on {request.url.path}.",
+            status=405,
+            code="method_not_allowed",
+        )
+    else:
+        error = BridgeError(str(exc.detail), status=exc.status_code)
+    return handlers.error_response(error, _rid(request))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error in request %s", _rid(request), exc_info=exc)
+    return handlers.error_response(BridgeError("The bridge failed unexpectedly.", status=500), _rid(request))
+
+
+def _build_backend(settings: Settings, gateway_url: str, models: list[str]) -> LivepeerBackend:
+    options = settings.livepeer_options(gateway_url)
+    options.models = models
+    return LivepeerBackend(options)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        simulator = None
+        if settings.gateway_url is None:
+            from ..simulators import livepeer as sim
+
+            api = settings.gateway_api if settings.gateway_api in ("json", "form") else "json"
+            simulator = await sim.start_simulator(api=api)
+            log.warning(
+                "No Livepeer gateway configured: replies come from the BUILT-IN SIMULATOR at %s "
+                "(api=%s). They are simulated, not model output. Set --gateway URL for a real gateway.",
+                simulator.url,
+                api,
+            )
+            backend = _build_backend(settings, simulator.url, settings.models or list(sim.DEFAULT_MODELS))
+        else:
+            assert settings.gateway_url is not None
+            backend = _build_backend(
+                settings,
+                settings.gateway_url,
+                settings.models or ([] if settings.cli_url else list(FALLBACK_MODELS)),
+            )
+        app.state.settings = settings
+        app.state.router = Router([backend])
+        app.state.simulator = simulator
+        try:
+            yield
+        finally:
+            await app.state.router.aclose()
+            if simulator is not None:
+                await simulator.aclose()
+
+    routes = [
+        Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),
+        Route("/chat/completions", handlers.chat_completions, methods=["POST"]),
+        Route("/v1/models", handlers.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", handlers.get_model, methods=["GET"]),
+        Route("/health", handlers.health, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={BridgeError: _bridge_error, HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for ``--workers N``: the parent passes its resolved settings in the env."""
+    raw = os.environ.get(SETTINGS_ENV)
+    return create_app(Settings.from_dict(orjson.loads(raw)) if raw else Settings())

@@ -1,0 +1,174 @@
+"""Chunks → SSE on the wire: the streaming contract of design §5, as a raw ASGI response.
+
+- The first upstream chunk is awaited before the status is committed, so a refusal before the
+  first token becomes a real HTTP error with an OpenAI body.
+- While the upstream is silent, a ``: keep-alive`` comment goes out every ``keepalive`` seconds
+  (committing 200 if it must: a later failure then becomes an error frame).
+- Every chunk is ``data: <compact json>\\n\\n``; success ends with ``data: [DONE]\\n\\n`` and the body
+  ends at once; a failure after the first byte ends with ``data: {"error": {...}}\\n\\n``.
+- A client disconnect cancels the producer, which closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from ..errors import BridgeError, UpstreamError
+from ..sse import DONE, KEEPALIVE
+from ..types import ChatCompletionChunk
+
+log = logging.getLogger("oai_bridge.server")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def json_error_message(error: BridgeError, request_id: str) -> tuple[Message, Message]:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-request-id", request_id.encode()),
+        *((k.encode(), v.encode()) for k, v in error.headers().items()),
+    ]
+    body = error.to_json()
+    headers.append((b"content-length", str(len(body)).encode()))
+    return (
+        {"type": "http.response.start", "status": error.status, "headers": headers},
+        {"type": "http.response.body", "body": body, "more_body": False},
+    )
+
+
+def error_frame(exc: BaseException) -> bytes:
+    if not isinstance(exc, BridgeError):
+        exc = UpstreamError("The upstream failed in the middle of the answer.")
+    return b"data: " + exc.to_json() + b"\n\n"
+
+
+class SSEResponse:
+    """ASGI response streaming ``chunks`` as OpenAI server-sent events."""
+
+    __slots__ = ("_chunks", "_closed", "_keepalive", "_last", "_send", "_started", "_timer", "request_id")
+
+    def __init__(self, chunks: AsyncIterator[ChatCompletionChunk], *, request_id: str, keepalive: float) -> None:
+        self._chunks = chunks
+        self.request_id = request_id
+        self._keepalive = keepalive
+        self._started = False
+        self._closed = False
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._send: Any = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        self._send = send
+        loop = asyncio.get_running_loop()
+        pump = loop.create_task(self._pump())
+        watcher = loop.create_task(self._watch(receive))
+        if self._keepalive > 0:
+            self._last = loop.time()
+            self._timer = loop.call_at(self._last + self._keepalive, self._tick)
+        try:
+            await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            if not pump.done():
+                pump.cancel()
+                log.info("client disconnected; upstream request closed (request %s)", self.request_id)
+            watcher.cancel()
+            try:
+                await pump
+            except asyncio.CancelledError:
+                pass
+
+    async def _watch(self, receive: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    async def _start(self) -> None:
+        self._started = True
+        headers = [*SSE_HEADERS, (b"x-request-id", self.request_id.encode())]
+        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def _body(self, data: bytes, more: bool = True) -> None:
+        if not more:
+            self._closed = True
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
+
+    def _tick(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._last + self._keepalive
+        if loop.time() >= due:
+            self._last = loop.time()
+            loop.create_task(self._ping())
+            due = self._last + self._keepalive
+        self._timer = loop.call_at(due, self._tick)
+
+    async def _ping(self) -> None:
+        if self._closed:
+            return
+        if not self._started:
+            await self._start()
+        await self._body(KEEPALIVE)
+
+    async def _pump(self) -> None:
+        chunks = self._chunks
+        dumps = orjson.dumps
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                first = None
+            except BridgeError as exc:
+                if not self._started:
+                    start, body = json_error_message(exc, self.request_id)
+                    self._closed = True
+                    await self._send(start)
+                    await self._send(body)
+                    return
+                raise
+            if not self._started:
+                await self._start()
+            if first is not None:
+                await self._body(b"data: " + dumps(first) + b"\n\n")
+                self._last = loop.time()
+                async for chunk in chunks:
+                    await self._body(b"data: " + dumps(chunk) + b"\n\n")
+                    self._last = loop.time()
+            await self._body(DONE, more=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, BridgeError):
+                log.warning("stream failed after the first byte (request %s): %s", self.request_id, exc.message)
+            else:
+                log.exception("stream failed after the first byte (request %s)", self.request_id)
+            if self._closed:
+                return
+            if not self._started:
+                start, body = json_error_message(
+                    exc if isinstance(exc, BridgeError) else UpstreamError("The upstream failed."),
+                    self.request_id,
+                )
+                self._closed = True
+                await self._send(start)
+                await self._send(body)
+                return
+            await self._body(error_frame(exc), more=False)
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
