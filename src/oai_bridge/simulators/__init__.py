@@ -1,0 +1,1 @@
+"""Offline, deterministic fakes of upstream backends (e.g. a go-livepeer AI gateway)."""
