@@ -54,7 +54,7 @@ class ServerSentEvent:
 class SSEDecoder:
     """Feed it bytes as they arrive; it returns the events completed by them."""
 
-    __slots__ = ("_buf", "_data", "_event", "_last_id", "_retry")
+    __slots__ = ("_buf", "_data", "_event", "_last_id", "_retry", "_skip_lf")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -62,22 +62,25 @@ class SSEDecoder:
         self._event = ""
         self._last_id: str | None = None
         self._retry: int | None = None
+        self._skip_lf = False
 
     @property
     def pending(self) -> bool:
         """True if bytes of an unfinished event are buffered (a stream that ends now is cut)."""
-        return bool(self._buf.strip(b"\r\n") or self._data)
+        return bool(self._buf or self._data)
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        if self._skip_lf:
+            # The previous read ended in CR: an LF now is the second half of that CRLF.
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
         buf = self._buf + chunk if self._buf else chunk
-        held_cr = b""
         if b"\r" in buf:
-            if buf.endswith(b"\r"):
-                # It may be the first half of a CRLF split across reads: decide on the next feed.
-                buf, held_cr = buf[:-1], b"\r"
+            self._skip_lf = buf.endswith(b"\r")
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buf.split(b"\n")
-        self._buf = lines.pop() + held_cr
+        self._buf = lines.pop()
         events: list[ServerSentEvent] = []
         for line in lines:
             event = self._line(line)

@@ -211,25 +211,31 @@ def test_non_stream_failures_are_502(fault_stack: Stack, fault: str) -> None:
     assert "Livepeer gateway" in body["error"]["message"]
 
 
+@pytest.mark.sdk
 def test_sdk_raises_on_the_error_frame(fault_stack: Stack) -> None:
-    client = openai.OpenAI(base_url=fault_stack.base_url, api_key="x", _strict_response_validation=True, max_retries=0)
-    stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "x [[sim fault=cut after=2]]"}], stream=True
-    )
-    with pytest.raises(openai.APIError, match="ended before the answer was complete"):
-        for _ in stream:
-            pass
-
-
-def test_sdk_gets_typed_errors_before_the_first_byte(fault_stack: Stack) -> None:
-    client = openai.OpenAI(base_url=fault_stack.base_url, api_key="x", _strict_response_validation=True, max_retries=0)
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "[[sim fault=refuse]]"}])
-    assert info.value.status_code == 503
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "[[sim fault=bad400]]"}], stream=True
+    with openai.OpenAI(
+        base_url=fault_stack.base_url, api_key="x", _strict_response_validation=True, max_retries=0
+    ) as client:
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x [[sim fault=cut after=2]]"}], stream=True
         )
+        with pytest.raises(openai.APIError, match="ended before the answer was complete"):
+            for _ in stream:
+                pass
+
+
+@pytest.mark.sdk
+def test_sdk_gets_typed_errors_before_the_first_byte(fault_stack: Stack) -> None:
+    with openai.OpenAI(
+        base_url=fault_stack.base_url, api_key="x", _strict_response_validation=True, max_retries=0
+    ) as client:
+        with pytest.raises(openai.InternalServerError) as info:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "[[sim fault=refuse]]"}])
+        assert info.value.status_code == 503
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "[[sim fault=bad400]]"}], stream=True
+            )
 
 
 def test_unknown_model_is_refused_by_the_gateway(fault_stack: Stack) -> None:

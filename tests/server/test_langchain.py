@@ -23,7 +23,9 @@ def test_invoke(stack: Stack) -> None:
     result = _llm(stack).invoke("Hello from LangChain")  # type: ignore[attr-defined]
     assert result.content == _expected("Hello from LangChain")
     assert result.response_metadata["finish_reason"] == "stop"
-    assert result.usage_metadata["output_tokens"] == len(reply_tokens([{"role": "user", "content": "Hello from LangChain"}], 256))
+    assert result.usage_metadata["output_tokens"] == len(
+        reply_tokens([{"role": "user", "content": "Hello from LangChain"}], 256)
+    )
 
 
 def test_stream_with_usage(stack: Stack) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 
 import openai
 import pytest
@@ -20,8 +21,12 @@ MESSAGES = [
 ]
 
 
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0)
+@pytest.fixture
+def oai(stack: Stack) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0
+    ) as client:
+        yield client
 
 
 def expected(messages: list[dict[str, str]], max_tokens: int = 256) -> tuple[str, int, int]:
@@ -29,9 +34,9 @@ def expected(messages: list[dict[str, str]], max_tokens: int = 256) -> tuple[str
     return "".join(tokens), prompt_tokens(messages), len(tokens)
 
 
-def test_non_stream_exact_content_and_usage(stack: Stack) -> None:
+def test_non_stream_exact_content_and_usage(oai: openai.OpenAI, stack: Stack) -> None:
     text, prompt, completion = expected(MESSAGES)
-    result = client(stack).chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+    result = oai.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
     assert result.object == "chat.completion"
     assert result.model == MODEL
     assert result.id.startswith("chatcmpl-")
@@ -49,9 +54,9 @@ def test_non_stream_exact_content_and_usage(stack: Stack) -> None:
     )
 
 
-def test_stream_exact_content_usage_and_order(stack: Stack) -> None:
+def test_stream_exact_content_usage_and_order(oai: openai.OpenAI, stack: Stack) -> None:
     text, prompt, completion = expected(MESSAGES)
-    stream = client(stack).chat.completions.create(
+    stream = oai.chat.completions.create(
         model=MODEL,
         messages=MESSAGES,  # type: ignore[arg-type]
         stream=True,
@@ -77,16 +82,16 @@ def test_stream_exact_content_usage_and_order(stack: Stack) -> None:
     assert all(c.usage is None for c in chunks[:-1])
 
 
-def test_stream_without_include_usage_has_no_usage(stack: Stack) -> None:
-    chunks = list(client(stack).chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+def test_stream_without_include_usage_has_no_usage(oai: openai.OpenAI, stack: Stack) -> None:
+    chunks = list(oai.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))  # type: ignore[arg-type]
     assert all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
-def test_stream_helper_final_message(stack: Stack) -> None:
+def test_stream_helper_final_message(oai: openai.OpenAI, stack: Stack) -> None:
     text, _, _ = expected(MESSAGES)
-    with client(stack).chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+    with oai.chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:  # type: ignore[arg-type]
         deltas = [e.delta for e in stream if e.type == "content.delta"]
         final = stream.get_final_completion()
     assert "".join(deltas) == text
@@ -108,11 +113,11 @@ async def test_async_client_stream(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("streamed", [False, True])
-def test_max_tokens_reached_is_length(stack: Stack, streamed: bool) -> None:
+def test_max_tokens_reached_is_length(oai: openai.OpenAI, stack: Stack, streamed: bool) -> None:
     messages = [{"role": "user", "content": "long one [[sim tokens=40]]"}]
     text, _, completion = expected(messages, max_tokens=5)
     assert completion == 5
-    c = client(stack)
+    c = oai
     if streamed:
         chunks = list(c.chat.completions.create(model=MODEL, messages=messages, max_tokens=5, stream=True))  # type: ignore[arg-type]
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == text
@@ -125,11 +130,11 @@ def test_max_tokens_reached_is_length(stack: Stack, streamed: bool) -> None:
 
 
 @pytest.mark.parametrize("streamed", [False, True])
-def test_stop_sequence_cuts_the_text(stack: Stack, streamed: bool) -> None:
+def test_stop_sequence_cuts_the_text(oai: openai.OpenAI, stack: Stack, streamed: bool) -> None:
     messages = [{"role": "user", "content": "stop early please"}]
     full, _, _ = expected(messages)
     assert full == "Simulated reply to: stop early please"
-    c = client(stack)
+    c = oai
     if streamed:
         chunks = list(c.chat.completions.create(model=MODEL, messages=messages, stop=[" early", "to: "], stream=True))  # type: ignore[arg-type]
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == "Simulated reply "
@@ -141,10 +146,10 @@ def test_stop_sequence_cuts_the_text(stack: Stack, streamed: bool) -> None:
 
 
 @pytest.mark.parametrize("streamed", [False, True])
-def test_leaked_assistant_header_is_stripped(stack: Stack, streamed: bool) -> None:
+def test_leaked_assistant_header_is_stripped(oai: openai.OpenAI, stack: Stack, streamed: bool) -> None:
     messages = [{"role": "user", "content": "hi [[sim leak=1]]"}]
     text, _, _ = expected(messages)
-    c = client(stack)
+    c = oai
     if streamed:
         chunks = list(c.chat.completions.create(model=MODEL, messages=messages, stream=True))  # type: ignore[arg-type]
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == text
@@ -152,13 +157,15 @@ def test_leaked_assistant_header_is_stripped(stack: Stack, streamed: bool) -> No
         assert c.chat.completions.create(model=MODEL, messages=messages).choices[0].message.content == text  # type: ignore[arg-type]
 
 
-def test_developer_role_and_text_parts(stack: Stack) -> None:
+def test_developer_role_and_text_parts(oai: openai.OpenAI, stack: Stack) -> None:
     messages = [
         {"role": "developer", "content": [{"type": "text", "text": "Be kind."}]},
         {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]},
     ]
-    text, _, _ = expected([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "part one\npart two"}])
-    result = client(stack).chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+    text, _, _ = expected(
+        [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "part one\npart two"}]
+    )
+    result = oai.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
     assert result.choices[0].message.content == text
     sent = stack.llm_requests()[-1]
     if stack.api == "json":
@@ -171,8 +178,8 @@ def test_developer_role_and_text_parts(stack: Stack) -> None:
         assert sent["form"]["prompt"] == "part one\npart two"
 
 
-def test_models_list_and_retrieve_with_slash(stack: Stack) -> None:
-    c = client(stack)
+def test_models_list_and_retrieve_with_slash(oai: openai.OpenAI, stack: Stack) -> None:
+    c = oai
     ids = [m.id for m in c.models.list()]
     assert MODEL in ids
     model = c.models.retrieve(MODEL)  # 3.x sends %2F, 1.x a raw slash
@@ -189,9 +196,7 @@ def test_models_list_and_retrieve_with_slash(stack: Stack) -> None:
 
 def test_raw_sse_bytes_framing_and_close(stack: Stack) -> None:
     """No `event:` lines, every event `data: ...\\n\\n`, `[DONE]` last, body ends right after it."""
-    body = (
-        b'{"model":"' + MODEL.encode() + b'","stream":true,"messages":[{"role":"user","content":"raw bytes"}]}'
-    )
+    body = b'{"model":"' + MODEL.encode() + b'","stream":true,"messages":[{"role":"user","content":"raw bytes"}]}'
     port = int(stack.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(

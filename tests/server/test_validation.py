@@ -36,12 +36,30 @@ CASES: list[tuple[str, bytes, int, str | None, str]] = [
     ("stream a string", ok(stream="yes"), 400, "stream", "invalid_value"),
     ("unknown role", ok(messages=[{"role": "robot", "content": "x"}]), 400, "messages[0].role", "invalid_value"),
     ("message not an object", ok(messages=["hi"]), 400, "messages[0]", "invalid_value"),
-    ("tool role", ok(messages=[{"role": "tool", "content": "x", "tool_call_id": "c"}]), 400,
-     "messages[0].role", "unsupported_role"),
-    ("image part",
-     ok(messages=[{"role": "user", "content": [{"type": "text", "text": "see"},
-                                               {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]),
-     400, "messages[0].content[1]", "unsupported_content"),
+    (
+        "tool role",
+        ok(messages=[{"role": "tool", "content": "x", "tool_call_id": "c"}]),
+        400,
+        "messages[0].role",
+        "unsupported_role",
+    ),
+    (
+        "image part",
+        ok(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "see"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                    ],
+                }
+            ]
+        ),
+        400,
+        "messages[0].content[1]",
+        "unsupported_content",
+    ),
     ("tools", ok(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools", "unsupported_parameter"),
     ("tool_choice", ok(tool_choice="required"), 400, "tool_choice", "unsupported_parameter"),
     ("n > 1", ok(n=2), 400, "n", "unsupported_parameter"),

@@ -202,9 +202,7 @@ class LivepeerBackend:
         finally:
             resp.release()
         if not raw.strip():
-            raise UpstreamError(
-                "The Livepeer gateway answered 200 with an empty body (its request validator dropped the request)."
-            )
+            raise _empty_body()
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -239,6 +237,8 @@ class LivepeerBackend:
             ctype = resp.headers.get("Content-Type", "")
             if not ctype.startswith("text/event-stream"):
                 raw = await resp.read()
+                if not raw.strip():
+                    raise _empty_body()
                 raise UpstreamError(
                     "The Livepeer gateway answered a stream request with "
                     f"{ctype or 'no content type'} ({len(raw)} bytes)."
@@ -319,6 +319,12 @@ class LivepeerBackend:
         return self._discovered
 
 
+def _empty_body() -> UpstreamError:
+    return UpstreamError(
+        "The Livepeer gateway answered 200 with an empty body (its request validator dropped the request)."
+    )
+
+
 def _llm_models(raw: bytes) -> list[str]:
     try:
         data: Any = orjson.loads(raw)
@@ -338,10 +344,14 @@ def _llm_models(raw: bytes) -> list[str]:
 # ---------------------------------------------------------------------- library helpers
 
 
-def _as_request(request: ChatCompletionRequest | dict[str, Any]) -> ChatCompletionRequest:
+def _as_request(request: ChatCompletionRequest | dict[str, Any], *, stream: bool) -> ChatCompletionRequest:
+    """Validate ``request`` (a dict is validated like the server does) and set ``stream``."""
     if isinstance(request, ChatCompletionRequest):
-        return request
-    return ChatCompletionRequest.model_validate(request)
+        request = request.model_dump(exclude_unset=True)
+    update: dict[str, Any] = {"stream": stream}
+    if not stream:
+        update["stream_options"] = None
+    return ChatCompletionRequest.model_validate({**request, **update}, strict=True)
 
 
 async def stream_chat(
@@ -354,7 +364,7 @@ async def stream_chat(
     """
     backend = LivepeerBackend(LivepeerOptions(gateway_url=gateway_url, **options))
     try:
-        async for chunk in backend.stream(_as_request(request)):
+        async for chunk in backend.stream(_as_request(request, stream=True)):
             yield chunk
     finally:
         await backend.aclose()
@@ -364,6 +374,6 @@ async def chat(gateway_url: str, request: ChatCompletionRequest | dict[str, Any]
     """One non-stream ``chat.completion`` for ``request`` from a Livepeer gateway."""
     backend = LivepeerBackend(LivepeerOptions(gateway_url=gateway_url, **options))
     try:
-        return await backend.chat(_as_request(request))
+        return await backend.chat(_as_request(request, stream=False))
     finally:
         await backend.aclose()

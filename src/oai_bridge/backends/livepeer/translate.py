@@ -223,9 +223,8 @@ def error_from_response(status: int, body: bytes, *, retry_after: float | None =
     if status in (400, 404, 413, 422):
         return UpstreamRejected(f"The Livepeer gateway rejected the request: {message or 'Bad Request'}", status=400)
     if status in (401, 403):
-        return UpstreamRejected(
-            f"The Livepeer gateway refused the credentials: {message or 'Unauthorized'}",
-            status=502,
+        return UpstreamError(
+            f"The Livepeer gateway refused the bridge's credentials: {message or 'Unauthorized'}",
             code="upstream_auth_failed",
         )
     return UpstreamError(
