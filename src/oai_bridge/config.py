@@ -8,12 +8,14 @@ the file, the line (for TOML syntax errors) and the field.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .backends.livepeer import LivepeerOptions
 
@@ -35,17 +37,21 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool):
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ValueError(f"expected a whole number, got {value!r}")
-    number = int(value)
+    return int(value)
+
+
+def _positive_int(value: Any) -> int:
+    number = _whole(value)
     if number < 1:
         raise ValueError(f"expected a number of at least 1, got {number}")
     return number
 
 
 def _port(value: Any) -> int:
-    number = int(value)
+    number = _whole(value)
     if not 0 <= number <= 65535:
         raise ValueError(f"expected a port number 0-65535, got {number}")
     return number
@@ -55,7 +61,7 @@ def _seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected seconds, got {value!r}")
     number = float(value)
-    if number < 0:
+    if math.isnan(number) or number < 0:
         raise ValueError(f"expected seconds >= 0, got {number}")
     return number
 
@@ -71,7 +77,7 @@ def _url(value: Any) -> str | None:
     text = str(value).strip()
     if not text:
         return None
-    if not text.startswith(("http://", "https://")):
+    if not text.startswith(("http://", "https://")) or not urlsplit(text).hostname:
         raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
     return text.rstrip("/")
 

@@ -70,7 +70,7 @@ class SSEDecoder:
         return bool(self._buf or self._data)
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        if self._skip_lf:
+        if self._skip_lf and chunk:
             # The previous read ended in CR: an LF now is the second half of that CRLF.
             self._skip_lf = False
             if chunk[:1] == b"\n":

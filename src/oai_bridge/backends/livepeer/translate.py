@@ -271,9 +271,10 @@ class HeaderStripper:
             return ""
         self._done = True
         self._buf = ""
-        if "\n" not in rest[: len(rest) - len(stripped)]:
+        space = rest[: len(rest) - len(stripped)]
+        if "\n" not in space:
             return buf  # "assistant is ..." — real text, not a header
-        return stripped
+        return rest[space.rfind("\n") + 1 :]  # keep the indentation of the first real line
 
     def flush(self) -> str:
         buf, self._buf = self._buf, ""
