@@ -15,8 +15,8 @@ serve: $(VENV)/.installed
 test: check pytest pytest-openai1
 
 check: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
 
 pytest: $(VENV)/.installed
