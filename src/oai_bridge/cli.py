@@ -101,6 +101,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .server.app import SETTINGS_ENV, create_app
+    from .server.protocol import CoalescingHttpToolsProtocol
 
     upstream = settings.gateway_url or "the built-in simulator"
     log.info(
@@ -118,6 +119,9 @@ def serve(settings: Settings) -> None:
         "log_level": settings.log_level,
         "access_log": False,
         "timeout_graceful_shutdown": 10,
+        "proxy_headers": False,
+        "server_header": False,
+        "http": CoalescingHttpToolsProtocol,
     }
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = orjson.dumps(settings.to_dict()).decode()

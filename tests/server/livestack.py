@@ -13,6 +13,7 @@ import uvicorn
 
 from oai_bridge.config import Settings
 from oai_bridge.server.app import create_app
+from oai_bridge.server.protocol import CoalescingHttpToolsProtocol
 from oai_bridge.simulators.livepeer import RunningSimulator, start_simulator
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ def start_stack(api: str = "json", **settings: Any) -> Stack:
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=2,
+                http=CoalescingHttpToolsProtocol,
             )
         )
         ready["sim"], ready["server"] = sim, server
