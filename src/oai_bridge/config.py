@@ -256,6 +256,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+#: ``[livepeer]`` option names whose ``LivepeerOptions`` field is named differently.
+_BACKEND_NAMES = {"gateway_api": "api", "gateway_token": "token"}
 CONFIG_ENV = "OAI_BRIDGE_CONFIG"
 
 
@@ -285,22 +287,13 @@ class Settings:
         return self.gateway_url is None
 
     def livepeer_options(self, gateway_url: str | None = None) -> LivepeerOptions:
+        """The ``[livepeer]`` options as the backend's ``LivepeerOptions`` (``gateway_url`` overridable)."""
         url = gateway_url or self.gateway_url
         if url is None:
             raise ConfigError("no Livepeer gateway URL")
-        return LivepeerOptions(
-            gateway_url=url,
-            api=self.gateway_api,  # type: ignore[arg-type]
-            token=self.gateway_token,
-            cli_url=self.cli_url,
-            models=list(self.models),
-            default_max_tokens=self.default_max_tokens,
-            strip_assistant_header=self.strip_assistant_header,
-            connect_timeout=self.connect_timeout,
-            first_token_timeout=self.first_token_timeout,
-            idle_timeout=self.idle_timeout,
-            request_timeout=self.request_timeout,
-        )
+        values = {_BACKEND_NAMES.get(o.name, o.name): getattr(self, o.name) for o in OPTIONS if o.section == "livepeer"}
+        values.update(gateway_url=url, models=list(self.models))
+        return LivepeerOptions(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return {o.name: getattr(self, o.name) for o in OPTIONS}
