@@ -6,6 +6,7 @@ VENV := .venv
 VENV1 := .venv-openai1
 PIP_FLAGS := --quiet --disable-pip-version-check
 ARGS ?=
+NODE_SDK := tests/node/node_modules/.installed
 
 .PHONY: serve test check pytest pytest-openai1 bench clean
 
@@ -19,7 +20,7 @@ check: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed $(NODE_SDK)
 	$(VENV)/bin/python -m pytest
 
 # Many frameworks still pin openai 1.x: the SDK-facing tests run again with the last 1.x release.
@@ -39,5 +40,10 @@ $(VENV1)/.installed: pyproject.toml
 	$(VENV1)/bin/pip install $(PIP_FLAGS) -e . 'openai==1.109.1' pytest pytest-asyncio pytest-timeout httpx psutil
 	touch $@
 
+# The official openai Node SDK, for tests/server/test_node_sdk.py.
+$(NODE_SDK): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(VENV1) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV1) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
