@@ -169,8 +169,9 @@ class LivepeerBackend:
             if NOT_MULTIPART_MESSAGE.encode() in body:
                 log.info("the gateway at %s speaks the legacy multipart /llm; using it", self.options.gateway_url)
                 self._generation = "form"
-                lp = self._translate(request, stream=stream)
-                resp = await self._post(lp, timeout)
+                # The legacy non-stream body lacks a usage split: legacy answers are always streamed.
+                lp = self._translate(request, stream=True)
+                resp = await self._post(lp, self.options.first_token_timeout)
             else:
                 raise error_from_response(400, body)
         elif self._generation is None and resp.status == 200:
@@ -189,9 +190,8 @@ class LivepeerBackend:
             # The legacy non-stream body only has a total token count; its stream has both.
             return await fold_chunks(self._stream(request, include_usage=True))
         lp, resp = await self._open(request, stream=False, timeout=self.options.request_timeout)
-        if lp.generation == "form":
-            resp.close()  # auto just discovered gen A: ask again, streaming
-            return await fold_chunks(self._stream(request, include_usage=True))
+        if lp.generation == "form":  # auto just found a legacy gateway and asked it for a stream
+            return await fold_chunks(self._stream(request, include_usage=True, opened=(lp, resp)))
         try:
             async with asyncio.timeout(self.options.request_timeout):
                 raw = await resp.read()
@@ -221,9 +221,14 @@ class LivepeerBackend:
         return self._stream(request, include_usage=None)
 
     async def _stream(
-        self, request: ChatCompletionRequest, *, include_usage: bool | None
+        self,
+        request: ChatCompletionRequest,
+        *,
+        include_usage: bool | None,
+        opened: tuple[LivepeerRequest, aiohttp.ClientResponse] | None = None,
     ) -> AsyncIterator[ChatCompletionChunk]:
-        lp, resp = await self._open(request, stream=True, timeout=self.options.first_token_timeout)
+        """Chunks of one streamed answer (``opened``: a response already obtained by ``_open``)."""
+        lp, resp = opened or await self._open(request, stream=True, timeout=self.options.first_token_timeout)
         parser = StreamParser(
             request=request,
             generation=lp.generation,
