@@ -127,7 +127,7 @@ def serve(settings: Settings) -> None:
         os.environ[SETTINGS_ENV] = orjson.dumps(settings.to_dict()).decode()
         uvicorn.run("oai_bridge.server.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings, tune_gc=True), **common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

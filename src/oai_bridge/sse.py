@@ -67,7 +67,7 @@ class SSEDecoder:
     @property
     def pending(self) -> bool:
         """True if bytes of an unfinished event are buffered (a stream that ends now is cut)."""
-        return bool(self._buf or self._data)
+        return bool(self._buf.strip(b"\n") or self._data)
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         if self._skip_lf and chunk:
@@ -79,11 +79,22 @@ class SSEDecoder:
         if b"\r" in buf:
             self._skip_lf = buf.endswith(b"\r")
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()
         events: list[ServerSentEvent] = []
-        for line in lines:
-            event = self._line(line)
+        for block in blocks:
+            if block[:5] == b"data:" and b"\n" not in block:
+                # The usual event, one `data:` line: no field state to consult.
+                value = block[5:]
+                events.append(
+                    ServerSentEvent(value[1:] if value[:1] == b" " else value, "message", self._last_id, self._retry)
+                )
+                continue
+            for line in block.split(b"\n"):
+                event = self._line(line)
+                if event is not None:
+                    events.append(event)
+            event = self._line(b"")  # the blank line that ended the block
             if event is not None:
                 events.append(event)
         return events

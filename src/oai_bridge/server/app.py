@@ -3,9 +3,9 @@ the built-in gateway simulator when no gateway is configured) and closes them.""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,35 +22,49 @@ from ..config import Settings
 from ..errors import BridgeError, InvalidRequest, NotFound
 from ..router import Router
 from . import handlers
+from .context import AppContext, new_request_id
 
 log = logging.getLogger("oai_bridge.server")
 
 SETTINGS_ENV = "OAI_BRIDGE__SETTINGS_JSON"
+GC_THRESHOLD = 50_000
 #: Listed when nothing is configured: the model the Livepeer docs call the most available.
 FALLBACK_MODELS = ["meta-llama/Meta-Llama-3.1-8B-Instruct"]
 
 
-class RequestIdMiddleware:
-    """Gives every request an id (the client's ``x-request-id`` if sane) in ``request.state``."""
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+
+def _request_id(scope: dict[str, Any]) -> str:
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            given: str = value.decode("latin-1")
+            if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
+                return given
+            break
+    return new_request_id()
+
+
+class BridgeApp:
+    """The ASGI app: chat completions go straight to their raw handler (the hot path); lifespan
+    and every other route go through Starlette. Every request gets an ``x-request-id``."""
+
+    def __init__(self, starlette: Starlette) -> None:
+        self.starlette = starlette
+        self.ctx: AppContext | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            rid = ""
-            for key, value in scope["headers"]:
-                if key == b"x-request-id":
-                    rid = value.decode("latin-1")
-                    break
-            if not (0 < len(rid) <= 128 and rid.isascii() and rid.isprintable()):
-                rid = "req_" + uuid.uuid4().hex
+            rid = _request_id(scope)
+            if scope["method"] == "POST" and scope["path"] in CHAT_PATHS and self.ctx is not None:
+                await handlers.chat_completions(self.ctx, scope, receive, send, rid)
+                return
             scope.setdefault("state", {})["request_id"] = rid
-        await self.app(scope, receive, send)
+        await self.starlette(scope, receive, send)
 
 
 def _rid(request: Request) -> str:
-    return str(getattr(request.state, "request_id", "")) or "req_" + uuid.uuid4().hex
+    return str(getattr(request.state, "request_id", "")) or new_request_id()
 
 
 async def _bridge_error(request: Request, exc: Exception) -> Response:
@@ -86,8 +100,11 @@ def _build_backend(settings: Settings, gateway_url: str, models: list[str]) -> L
     return LivepeerBackend(options)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> BridgeApp:
+    """The bridge as an ASGI app. ``tune_gc`` (the CLI sets it: it owns the process) freezes the
+    startup heap and makes the cyclic garbage collector run less often."""
     settings = settings or Settings()
+    bridge: BridgeApp
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -111,19 +128,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 settings.gateway_url,
                 settings.models or ([] if settings.cli_url else list(FALLBACK_MODELS)),
             )
-        app.state.settings = settings
-        app.state.router = Router([backend])
-        app.state.simulator = simulator
+        ctx = AppContext(settings=settings, router=Router([backend]), simulator=simulator)
+        app.state.ctx = bridge.ctx = ctx
+        # Startup objects live for the whole run: keep them out of the cyclic GC's way, and let
+        # it run less often (most per-request garbage is freed by reference counting).
+        if tune_gc:
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, 20, 20)
         try:
             yield
         finally:
-            await app.state.router.aclose()
+            bridge.ctx = None
+            await ctx.router.aclose()
             if simulator is not None:
                 await simulator.aclose()
 
     routes = [
-        Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),
-        Route("/chat/completions", handlers.chat_completions, methods=["POST"]),
+        Route("/v1/chat/completions", handlers.not_ready, methods=["POST"]),
+        Route("/chat/completions", handlers.not_ready, methods=["POST"]),
         Route("/v1/models", handlers.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", handlers.get_model, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
@@ -133,11 +156,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={BridgeError: _bridge_error, HTTPException: _http_error, Exception: _unexpected},
     )
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    bridge = BridgeApp(app)
+    return bridge
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> BridgeApp:
     """uvicorn factory for ``--workers N``: the parent passes its resolved settings in the env."""
     raw = os.environ.get(SETTINGS_ENV)
-    return create_app(Settings.from_dict(orjson.loads(raw)) if raw else Settings())
+    return create_app(Settings.from_dict(orjson.loads(raw)) if raw else Settings(), tune_gc=True)

@@ -1,8 +1,14 @@
-"""One short function per endpoint: parse → route → call → respond. No translation here."""
+"""One short function per endpoint: parse → route → call → respond. No translation here.
+
+``chat_completions`` is a raw ASGI handler: it is the hot path (every request and every streamed
+chunk), and Starlette's middleware chain, ``Request`` and per-message ``send`` wrappers cost more
+than the rest of the bridge (measured in ``bench/``). The other endpoints are ordinary Starlette
+endpoints.
+"""
 
 from __future__ import annotations
 
-import uuid
+import logging
 from typing import Any
 
 import orjson
@@ -12,51 +18,44 @@ from starlette.responses import Response
 
 from ..errors import BridgeError, InvalidRequest, NotFound
 from ..types import ChatCompletionRequest
-from .streaming import SSEResponse
+from .context import AppContext
+from .streaming import SSEResponse, json_message
+
+log = logging.getLogger("oai_bridge.server")
 
 JSON = "application/json"
 
 
-def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id", "")
-    if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
-        return given
-    return "req_" + uuid.uuid4().hex
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
 
 
-def json_response(data: Any, request: Request, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(data),
-        status_code=status,
-        media_type=JSON,
-        headers={"x-request-id": request.state.request_id},
-    )
+def too_large(limit: int) -> BridgeError:
+    return BridgeError(f"The request body is larger than {limit} bytes.", status=413, code="request_too_large")
 
 
-def error_response(error: BridgeError, request_id: str) -> Response:
-    headers = {"x-request-id": request_id, **error.headers()}
-    return Response(error.to_json(), status_code=error.status, media_type=JSON, headers=headers)
+async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise too_large(limit)
+            break
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(body)
+        if not message.get("more_body"):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BridgeError(f"The request body is larger than {limit} bytes.", status=413, code="request_too_large")
-    if declared is not None:
-        body = await request.body()
-    else:
-        parts: list[bytes] = []
-        size = 0
-        async for part in request.stream():
-            size += len(part)
-            if size > limit:
-                raise BridgeError(
-                    f"The request body is larger than {limit} bytes.", status=413, code="request_too_large"
-                )
-            parts.append(part)
-        body = b"".join(parts)
-    if len(body) > limit:
-        raise BridgeError(f"The request body is larger than {limit} bytes.", status=413, code="request_too_large")
+def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -94,29 +93,74 @@ def parse_chat_request(payload: Any) -> ChatCompletionRequest:
         ) from None
 
 
-async def chat_completions(request: Request) -> Any:
-    app_state = request.app.state
-    chat = parse_chat_request(await read_json(request, app_state.settings.max_body_bytes))
-    backend = app_state.router.route(chat.model)
-    if chat.is_stream:
-        return SSEResponse(
-            backend.stream(chat),
-            request_id=request.state.request_id,
-            keepalive=app_state.settings.keepalive_interval,
-        )
-    return json_response(await backend.chat(chat), request)
+async def send_error(send: Any, error: BridgeError, request_id: str) -> None:
+    start, body = json_message(error.status, error.to_json(), request_id, error.headers())
+    await send(start)
+    await send(body)
+
+
+async def chat_completions(ctx: AppContext, scope: dict[str, Any], receive: Any, send: Any, request_id: str) -> None:
+    """``POST /v1/chat/completions`` (raw ASGI)."""
+    try:
+        chat = parse_chat_request(parse_json(await read_body(scope, receive, ctx.settings.max_body_bytes)))
+        backend = ctx.router.route(chat.model)
+        if chat.is_stream:
+            response = SSEResponse(
+                backend.stream(chat), request_id=request_id, keepalive=ctx.settings.keepalive_interval
+            )
+            await response(scope, receive, send)
+            return
+        result = await backend.chat(chat)
+    except ClientGone:
+        return
+    except BridgeError as exc:
+        if exc.status >= 500:
+            log.warning("request %s failed: %s", request_id, exc.message)
+        await send_error(send, exc, request_id)
+        return
+    except Exception:
+        log.exception("unexpected error in request %s", request_id)
+        await send_error(send, BridgeError("The bridge failed unexpectedly.", status=500), request_id)
+        return
+    start, body = json_message(200, orjson.dumps(result), request_id)
+    await send(start)
+    await send(body)
+
+
+# ----------------------------------------------------------------------- Starlette endpoints
+
+
+def json_response(data: Any, request: Request, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data), status_code=status, media_type=JSON, headers={"x-request-id": request.state.request_id}
+    )
+
+
+def error_response(error: BridgeError, request_id: str) -> Response:
+    headers = {"x-request-id": request_id, **error.headers()}
+    return Response(error.to_json(), status_code=error.status, media_type=JSON, headers=headers)
+
+
+def _ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
 
 
 async def list_models(request: Request) -> Response:
-    return json_response({"object": "list", "data": await request.app.state.router.models()}, request)
+    return json_response({"object": "list", "data": await _ctx(request).router.models()}, request)
 
 
 async def get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
-    model = await request.app.state.router.model(model_id)
+    model = await _ctx(request).router.model(model_id)
     if model is None:
         raise NotFound(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
     return json_response(model, request)
+
+
+async def not_ready(request: Request) -> Response:
+    """Chat requests reach Starlette only before startup has finished (or for a wrong method)."""
+    raise BridgeError("The bridge is still starting.", status=503, retry_after=1.0)
 
 
 async def health(request: Request) -> Response:

@@ -34,18 +34,25 @@ SSE_HEADERS = [
 ]
 
 
-def json_error_message(error: BridgeError, request_id: str) -> tuple[Message, Message]:
-    headers = [
+def json_message(
+    status: int, body: bytes, request_id: str, headers: dict[str, str] | None = None
+) -> tuple[Message, Message]:
+    """The two ASGI messages of a JSON response."""
+    raw = [
         (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode()),
-        *((k.encode(), v.encode()) for k, v in error.headers().items()),
     ]
-    body = error.to_json()
-    headers.append((b"content-length", str(len(body)).encode()))
+    if headers:
+        raw.extend((k.encode(), v.encode()) for k, v in headers.items())
     return (
-        {"type": "http.response.start", "status": error.status, "headers": headers},
+        {"type": "http.response.start", "status": status, "headers": raw},
         {"type": "http.response.body", "body": body, "more_body": False},
     )
+
+
+def json_error_message(error: BridgeError, request_id: str) -> tuple[Message, Message]:
+    return json_message(error.status, error.to_json(), request_id, error.headers())
 
 
 def error_frame(exc: BaseException) -> bytes:

@@ -372,6 +372,7 @@ class StreamParser:
         "_model",
         "_stops",
         "_stripper",
+        "_raw_usage",
         "_usage",
         "done",
     )
@@ -393,6 +394,7 @@ class StreamParser:
         self._stripper = HeaderStripper(strip_header)
         self._builder: ChunkBuilder | None = None
         self._usage: Usage | None = None
+        self._raw_usage: Any = None
         self._chunks_seen = 0
         self.done = False
 
@@ -430,7 +432,13 @@ class StreamParser:
             out += self._finish(builder, "stop")
         return out
 
+    def _resolve_usage(self) -> None:
+        if self._raw_usage is not None:
+            self._usage = _usage(self._raw_usage) or self._usage
+            self._raw_usage = None
+
     def _finish(self, builder: ChunkBuilder, reason: FinishReason) -> list[ChatCompletionChunk]:
+        self._resolve_usage()
         out = builder.text(self._stripper.flush())
         self.done = True
         return out + builder.finish(reason, self._usage)
@@ -447,7 +455,7 @@ class StreamParser:
         builder = self._get_builder(event)
         usage = event.get("usage")
         if usage is not None:
-            self._usage = _usage(usage) or self._usage
+            self._raw_usage = usage  # cumulative: only the last one counts, parsed at the end
         choice = choices[0]
         delta = choice.get("delta")
         text = delta.get("content") if isinstance(delta, dict) else None
@@ -456,6 +464,7 @@ class StreamParser:
             return out
         finish = choice.get("finish_reason")
         if finish:  # "" and null mean "not yet"
+            self._resolve_usage()
             out += self._finish(builder, _finish_reason(self._usage, self._max_tokens))
         return out
 
