@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 try:  # a faster event loop makes a leaner generator
@@ -179,7 +180,8 @@ async def _one(t: Target, conn: Conn | None, timeout: float) -> tuple[Conn | Non
     return conn, dt
 
 
-def _pct(sorted_vals: list[int], p: float) -> float:
+def percentile(sorted_vals: Sequence[float], p: float) -> float:
+    """The p-th percentile (0..100) of already sorted values, interpolated; NaN when there are none."""
     if not sorted_vals:
         return float("nan")
     k = (len(sorted_vals) - 1) * p / 100.0
@@ -296,7 +298,7 @@ def _report(targets: list[Target], elapsed: float, cpu: float, wall: float, keep
             "rps": t.completed / elapsed if elapsed > 0 else 0.0,
         }
         if lat:
-            row |= {f"p{p}_us": _pct(lat, p) for p in (50, 90, 99)}
+            row |= {f"p{p}_us": percentile(lat, p) for p in (50, 90, 99)}
             row["mean_us"] = sum(lat) / len(lat)
         if keep_lat:
             row["lat_us"] = t.lat_us

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import overhead as ov
+from common import KINDS, LABEL
+from phases import WRK, sanity, throughput_once
+from stack import PIN, Stack, bridge_server, find_python, simulator, stop_servers
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -68,41 +71,35 @@ def main() -> int:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
         sys.exit("py-spy not found: pip install py-spy")
-    python = ov.find_python(None)
+    python = find_python(None)
     wrk = shutil.which("wrk")
-    ov._WRK["path"] = wrk
+    WRK["path"] = wrk
     args = argparse.Namespace(loadgen_used="wrk" if wrk else "python", concurrency=a.concurrency, phase_timeout=60.0)
-    allowed = sorted(ov.os.sched_getaffinity(0))
-    bridge_cpus, other_cpus = ([allowed[0]], [allowed[1]]) if len(allowed) >= 2 and ov._PIN["taskset"] else (None, None)
+    allowed = sorted(os.sched_getaffinity(0))
+    bridge_cpus, other_cpus = ([allowed[0]], [allowed[1]]) if len(allowed) >= 2 and PIN["taskset"] else (None, None)
     if bridge_cpus is None:
-        ov._PIN["enabled"] = False
+        PIN["enabled"] = False
     tmp = tempfile.TemporaryDirectory(prefix="oai-bridge-prof-")
     out = Path(a.out) if a.out else Path(tmp.name)
     out.mkdir(parents=True, exist_ok=True)
-    sim = ov.Server("simulator", [python, "-m", "oai_bridge", "simulate", "--port", "{port}"], "/healthz",
-                    other_cpus, out)  # fmt: skip
+    sim = simulator(python, other_cpus, out)
     bridge = None
     try:
         sim.start()
-        bridge = ov.Server(
-            "bridge",
-            [python, "-m", "oai_bridge", "serve", "--gateway", f"http://127.0.0.1:{sim.port}", "--gateway-api", "json",
-             "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"],
-            "/health", bridge_cpus, out,
-        )  # fmt: skip
+        bridge = bridge_server(python, sim.port, bridge_cpus, out)
         bridge.start()
-        stack = ov.Stack(sim, bridge, python, bridge_cpus, other_cpus, out)
-        ov.sanity(stack)
+        stack = Stack(sim, bridge, python, bridge_cpus, other_cpus, out)
+        sanity(stack)
         assert bridge.proc is not None
-        for kind in ov.KINDS:
-            ov.throughput_once(stack, args, kind, "bridge", 1.0, 0.0)  # warm the pools
+        for kind in KINDS:
+            throughput_once(stack, args, kind, "bridge", 1.0, 0.0)  # warm the pools
             raw = out / f"bridge-{kind}.txt"
             cmd = [pyspy, "record", "-p", str(bridge.proc.pid), "-d", str(a.seconds), "-r", str(a.rate),
                    "-f", "raw", "-o", str(raw)] + (["--native"] if a.native else [])  # fmt: skip
             load: dict[str, object] = {}
 
             def drive(kind: str = kind, load: dict[str, object] = load) -> None:
-                load["r"] = ov.throughput_once(stack, args, kind, "bridge", a.seconds + 2, 0.0)
+                load["r"] = throughput_once(stack, args, kind, "bridge", a.seconds + 2, 0.0)
 
             th = threading.Thread(target=drive)
             th.start()
@@ -111,7 +108,7 @@ def main() -> int:
             th.join(timeout=a.seconds + 90)
             total, self_c, incl_c = parse_raw(raw)
             r = load.get("r") or {}
-            print(f"\n=== bridge, {ov.LABEL[kind]}, concurrency {a.concurrency}: {total} busy samples "
+            print(f"\n=== bridge, {LABEL[kind]}, concurrency {a.concurrency}: {total} busy samples "
                   f"({r.get('rps', 0):.0f} req/s, bridge CPU {r.get('bridge_cpu_pct', 0):.0f}% while profiled)")  # type: ignore[union-attr]  # fmt: skip
             print(f"top {a.top} by self time:")
             print("\n".join(top(self_c, total, a.top)))
@@ -119,9 +116,7 @@ def main() -> int:
             print("\n".join(top(incl_c, total, a.top)))
             print(f"(raw stacks: {raw})" if a.out else "")
     finally:
-        if bridge is not None:
-            bridge.stop()
-        sim.stop()
+        stop_servers(bridge, sim)
         tmp.cleanup()
     return 0
 
