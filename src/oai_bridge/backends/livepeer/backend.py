@@ -99,7 +99,9 @@ class LivepeerBackend:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, json_serialize=lambda o: orjson.dumps(o).decode()
+                connector=connector,
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),  # a gateway sets no cookies; skip the jar per request
             )
         return self._session
 
