@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import signal
 import sys
@@ -54,6 +55,17 @@ from stack import (
     stop_servers,
     wait_quiet,
 )
+
+
+def finite(obj: Any) -> Any:
+    """JSON has no NaN/Infinity: a figure that could not be computed is written as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -223,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(result))
     print(f"\n(total runtime {result['runtime_s']:.0f} s)")
     if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
+        Path(a.json).write_text(json.dumps(finite(result), indent=2, allow_nan=False) + "\n")
         log(f"figures written to {a.json}")
     if any(w.startswith("FAILED") for w in warnings):
         log("some requests failed: see WARNINGS (exit status 3)")
