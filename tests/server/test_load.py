@@ -58,3 +58,24 @@ async def test_client_disconnect_closes_the_upstream_request(stack: Stack) -> No
             await asyncio.sleep(0.01)
         assert sim.active_streams == 0, "the upstream request was still open 1 s after the client left"
         assert sim.disconnects == disconnects + 1
+
+
+async def test_client_disconnect_cancels_a_non_stream_request(stack: Stack) -> None:
+    sim = stack.simulator
+    disconnects = sim.disconnects
+    payload = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "think long [[sim tokens=100 delay=0.1]]"}],
+    }
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.ensure_future(session.post(stack.base_url + "/chat/completions", data=orjson.dumps(payload)))
+        started = time.monotonic()
+        while sim.active_streams == 0 and time.monotonic() - started < 5:
+            await asyncio.sleep(0.01)
+        assert sim.active_streams == 1
+        request.cancel()  # the client gives up and closes its connection
+        closed_at = time.monotonic()
+        while sim.active_streams and time.monotonic() - closed_at < 1.0:
+            await asyncio.sleep(0.01)
+        assert sim.active_streams == 0, "the upstream request was still open 1 s after the client left"
+        assert sim.disconnects == disconnects + 1

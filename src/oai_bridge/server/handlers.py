@@ -19,6 +19,7 @@ from starlette.responses import Response
 from ..errors import BridgeError, InvalidRequest, NotFound
 from ..types import ChatCompletionRequest
 from .context import AppContext
+from .disconnect import cancel_on_disconnect
 from .streaming import SSEResponse, json_message
 
 log = logging.getLogger("oai_bridge.server")
@@ -110,7 +111,11 @@ async def chat_completions(ctx: AppContext, scope: dict[str, Any], receive: Any,
             )
             await response(scope, receive, send)
             return
-        result = await backend.chat(chat)
+        async with cancel_on_disconnect(scope, receive) as guard:
+            result = await backend.chat(chat)
+        if guard.disconnected:
+            log.info("client disconnected; upstream request closed (request %s)", request_id)
+            return
     except ClientGone:
         return
     except BridgeError as exc:

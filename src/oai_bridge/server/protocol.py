@@ -12,11 +12,12 @@ streaming latency is unchanged.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport"]
+__all__ = ["DISCONNECT_CALLBACKS", "CoalescingHttpToolsProtocol", "CoalescingTransport"]
 
 
 class CoalescingTransport:
@@ -63,6 +64,27 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+#: Scope key under which the protocol offers a list of callbacks run when the connection is lost.
+DISCONNECT_CALLBACKS = "oai_bridge.disconnect_callbacks"
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with coalesced writes, and a cheap disconnect signal: each
+    request's scope carries a list (``DISCONNECT_CALLBACKS``) whose callbacks run when the client's
+    connection is lost, so a handler needs no watcher task to notice it."""
+
+    _lost_callbacks: list[Callable[[], None]] | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        callbacks: list[Callable[[], None]] = []
+        self.scope[DISCONNECT_CALLBACKS] = callbacks  # type: ignore[literal-required]
+        self._lost_callbacks = callbacks
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        for callback in self._lost_callbacks or ():
+            callback()

@@ -21,6 +21,7 @@ import orjson
 from ..errors import BridgeError, UpstreamError
 from ..sse import DONE, KEEPALIVE
 from ..types import ChatCompletionChunk
+from .disconnect import cancel_on_disconnect
 
 log = logging.getLogger("oai_bridge.server")
 
@@ -79,30 +80,18 @@ class SSEResponse:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         self._send = send
         loop = asyncio.get_running_loop()
-        pump = loop.create_task(self._pump())
-        watcher = loop.create_task(self._watch(receive))
         if self._keepalive > 0:
             self._last = loop.time()
             self._timer = loop.call_at(self._last + self._keepalive, self._tick)
         try:
-            await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
+            async with cancel_on_disconnect(scope, receive) as guard:
+                await self._pump()
         finally:
+            self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
-            if not pump.done():
-                pump.cancel()
-                log.info("client disconnected; upstream request closed (request %s)", self.request_id)
-            watcher.cancel()
-            try:
-                await pump
-            except asyncio.CancelledError:
-                pass
-
-    async def _watch(self, receive: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
+        if guard.disconnected:
+            log.info("client disconnected; upstream request closed (request %s)", self.request_id)
 
     async def _start(self) -> None:
         self._started = True
