@@ -65,7 +65,17 @@ def error_frame(exc: BaseException) -> bytes:
 class SSEResponse:
     """ASGI response streaming ``chunks`` as OpenAI server-sent events."""
 
-    __slots__ = ("_chunks", "_closed", "_keepalive", "_last", "_send", "_started", "_timer", "request_id")
+    __slots__ = (
+        "_chunks",
+        "_closed",
+        "_keepalive",
+        "_last",
+        "_ping_task",
+        "_send",
+        "_started",
+        "_timer",
+        "request_id",
+    )
 
     def __init__(self, chunks: AsyncIterator[ChatCompletionChunk], *, request_id: str, keepalive: float) -> None:
         self._chunks = chunks
@@ -75,6 +85,7 @@ class SSEResponse:
         self._closed = False
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._ping_task: asyncio.Task[None] | None = None
         self._send: Any = None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -110,7 +121,7 @@ class SSEResponse:
         due = self._last + self._keepalive
         if loop.time() >= due:
             self._last = loop.time()
-            loop.create_task(self._ping())
+            self._ping_task = loop.create_task(self._ping())  # keep a reference while it runs
             due = self._last + self._keepalive
         self._timer = loop.call_at(due, self._tick)
 
