@@ -12,12 +12,12 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .backends.livepeer import LivepeerOptions
+from .backends.livepeer import LivepeerOptions, LivepeerTuning
 
 __all__ = ["OPTIONS", "ConfigError", "Option", "Settings", "load_settings"]
 
@@ -256,30 +256,20 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
-#: ``[livepeer]`` option names whose ``LivepeerOptions`` field is named differently.
-_BACKEND_NAMES = {"gateway_api": "api", "gateway_token": "token"}
 CONFIG_ENV = "OAI_BRIDGE_CONFIG"
 
 
-@dataclass
-class Settings:
+@dataclass(kw_only=True)
+class Settings(LivepeerTuning):
+    """Every option: the server's own, and (inherited) the Livepeer backend's."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
     log_level: str = "info"
     keepalive_interval: float = 15.0
     max_body_bytes: int = 8 << 20
-    gateway_url: str | None = None
-    gateway_api: str = "auto"
-    gateway_token: str | None = None
-    cli_url: str | None = None
-    models: list[str] = field(default_factory=list)
-    default_max_tokens: int = 256
-    strip_assistant_header: bool = True
-    connect_timeout: float = 10.0
-    first_token_timeout: float = 120.0
-    idle_timeout: float = 60.0
-    request_timeout: float = 600.0
+    gateway_url: str | None = None  # unset: the built-in simulator
 
     @property
     def simulated(self) -> bool:
@@ -291,9 +281,9 @@ class Settings:
         url = gateway_url or self.gateway_url
         if url is None:
             raise ConfigError("no Livepeer gateway URL")
-        values = {_BACKEND_NAMES.get(o.name, o.name): getattr(self, o.name) for o in OPTIONS if o.section == "livepeer"}
-        values.update(gateway_url=url, models=list(self.models))
-        return LivepeerOptions(**values)
+        tuning = {f.name: getattr(self, f.name) for f in fields(LivepeerTuning)}
+        tuning["models"] = list(self.models)
+        return LivepeerOptions(gateway_url=url, **tuning)
 
     def to_dict(self) -> dict[str, Any]:
         return {o.name: getattr(self, o.name) for o in OPTIONS}

@@ -118,7 +118,7 @@ def test_file_values(tmp_path: Path) -> None:
     exact_types(settings, FULL_VALUES)
     assert settings.simulated is False
     opts = settings.livepeer_options()
-    assert (opts.gateway_url, opts.api, opts.token, opts.cli_url) == (
+    assert (opts.gateway_url, opts.gateway_api, opts.gateway_token, opts.cli_url) == (
         "https://gw.example.com:8935",
         "form",
         "sekret",

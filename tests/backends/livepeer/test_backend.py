@@ -42,7 +42,7 @@ async def test_off_chain_capabilities_answer_is_tolerated() -> None:
 @pytest.mark.parametrize("api", ["json", "form"])
 async def test_token_is_sent_as_bearer_and_generation_is_remembered(api: str) -> None:
     sim = await start_simulator(api=api)
-    backend = LivepeerBackend(LivepeerOptions(gateway_url=sim.url, token="s3cret"))
+    backend = LivepeerBackend(LivepeerOptions(gateway_url=sim.url, gateway_token="s3cret"))
     try:
         assert backend.generation is None
         first = await backend.chat(REQUEST)

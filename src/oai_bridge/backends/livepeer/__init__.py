@@ -1,6 +1,6 @@
 """Livepeer AI gateway backend: ``wire`` (types), ``translate`` (pure), ``backend`` (I/O)."""
 
-from .backend import LivepeerBackend, LivepeerOptions, chat, stream_chat
+from .backend import LivepeerBackend, LivepeerOptions, LivepeerTuning, chat, stream_chat
 from .translate import StreamParser, build_request, error_from_response, parse_response, parse_stream
 from .wire import GENERATIONS, Generation, LivepeerRequest
 
@@ -9,6 +9,7 @@ __all__ = [
     "Generation",
     "LivepeerBackend",
     "LivepeerOptions",
+    "LivepeerTuning",
     "LivepeerRequest",
     "StreamParser",
     "build_request",

@@ -32,20 +32,21 @@ from .wire import (
     LivepeerRequest,
 )
 
-__all__ = ["LivepeerBackend", "LivepeerOptions", "chat", "stream_chat"]
+__all__ = ["LivepeerBackend", "LivepeerOptions", "LivepeerTuning", "chat", "stream_chat"]
 
 log = logging.getLogger("oai_bridge.livepeer")
 
 GatewayApi = Literal["auto", "json", "form"]
 
 
-@dataclass
-class LivepeerOptions:
-    """Settings of one Livepeer gateway. Timeouts are seconds; see ``docs/configuration.md``."""
+@dataclass(kw_only=True)
+class LivepeerTuning:
+    """How to talk to a Livepeer gateway (everything but its URL). Timeouts are seconds; see
+    ``docs/configuration.md``. The server's ``Settings`` extends this, so each option is declared
+    once."""
 
-    gateway_url: str
-    api: GatewayApi = "auto"
-    token: str | None = None
+    gateway_api: GatewayApi = "auto"
+    gateway_token: str | None = None
     cli_url: str | None = None
     models: list[str] = field(default_factory=list)
     default_max_tokens: int = 256
@@ -55,6 +56,13 @@ class LivepeerOptions:
     idle_timeout: float = 60.0
     request_timeout: float = 600.0
     discovery_ttl: float = 60.0
+
+
+@dataclass(kw_only=True)
+class LivepeerOptions(LivepeerTuning):
+    """Settings of one Livepeer gateway."""
+
+    gateway_url: str
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -76,11 +84,11 @@ class LivepeerBackend:
         self.options = options
         base = options.gateway_url.rstrip("/")
         self._llm_url = base + LLM_PATH
-        self._generation: Generation | None = None if options.api == "auto" else options.api
+        self._generation: Generation | None = None if options.gateway_api == "auto" else options.gateway_api
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"Accept": "application/json, text/event-stream"}
-        if options.token:
-            self._headers["Authorization"] = f"Bearer {options.token}"
+        if options.gateway_token:
+            self._headers["Authorization"] = f"Bearer {options.gateway_token}"
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=options.connect_timeout, sock_connect=options.connect_timeout
         )
@@ -165,7 +173,7 @@ class LivepeerBackend:
         """Translate, send, handle generation fallback and error statuses; return a 200 response."""
         lp = self._translate(request, stream=stream)
         resp = await self._post(lp, timeout)
-        if resp.status == 400 and self.options.api == "auto" and lp.generation == "json":
+        if resp.status == 400 and self.options.gateway_api == "auto" and lp.generation == "json":
             body = await resp.read()
             resp.release()
             if NOT_MULTIPART_MESSAGE.encode() in body:
@@ -366,7 +374,7 @@ async def stream_chat(
 ) -> AsyncIterator[ChatCompletionChunk]:
     """Yield OpenAI ``chat.completion.chunk`` dicts for ``request`` from a Livepeer gateway.
 
-    ``options`` are ``LivepeerOptions`` fields (``api``, ``token``, timeouts, ...).
+    ``options`` are ``LivepeerOptions`` fields (``gateway_api``, ``gateway_token``, timeouts, ...).
     Raises ``BridgeError`` (with ``.status`` and ``.body()``) on failure.
     """
     backend = LivepeerBackend(LivepeerOptions(gateway_url=gateway_url, **options))
