@@ -19,7 +19,7 @@ async def test_watcher_fallback_cancels_the_block_and_absorbs_it() -> None:
     reached_end = False
     loop = asyncio.get_running_loop()
     loop.call_later(0.05, gone.set)
-    async with cancel_on_disconnect({}, receive) as guard:
+    with cancel_on_disconnect({}, receive) as guard:
         await asyncio.sleep(10)
         reached_end = True
     assert guard.disconnected and not reached_end
@@ -34,15 +34,18 @@ async def test_protocol_callback_cancels_without_a_watcher() -> None:
         raise AssertionError("the callback path must not call receive()")
 
     asyncio.get_running_loop().call_later(0.05, lambda: [cb() for cb in callbacks])
-    async with cancel_on_disconnect({DISCONNECT_CALLBACKS: callbacks}, receive) as guard:
+    with cancel_on_disconnect({DISCONNECT_CALLBACKS: callbacks}, receive) as guard:
         await asyncio.sleep(10)
-    assert guard.disconnected and len(callbacks) == 1
+    assert guard.disconnected
+    assert callbacks == []  # unregistered at the end of the block (no reference cycle left)
 
 
 async def test_finished_block_ignores_a_later_disconnect() -> None:
     callbacks: list[Any] = []
-    async with cancel_on_disconnect({DISCONNECT_CALLBACKS: callbacks}, None) as guard:
+    with cancel_on_disconnect({DISCONNECT_CALLBACKS: callbacks}, None) as guard:
         await asyncio.sleep(0)
-    callbacks[0]()  # the connection closes after the response
+        registered = list(callbacks)
+    assert len(registered) == 1 and callbacks == []
+    registered[0]()  # a late connection-lost signal, e.g. the client closing its keep-alive connection
     await asyncio.sleep(0)
     assert not guard.disconnected

@@ -1,6 +1,6 @@
 """Stop the work of a request whose client has gone away.
 
-``async with cancel_on_disconnect(scope, receive) as guard:`` runs its block in the request's own
+``with cancel_on_disconnect(scope, receive) as guard:`` (inside a coroutine) runs its block in the request's own
 task and cancels the block when the client leaves. Under the bridge's own uvicorn protocol
 (``protocol.DISCONNECT_CALLBACKS``) the connection-lost callback does it at no cost per request;
 under any other server one small watcher task waits for ``http.disconnect``. The cancellation is
@@ -31,7 +31,7 @@ class cancel_on_disconnect:
         self._watcher: asyncio.Task[None] | None = None
         self.disconnected = False
 
-    async def __aenter__(self) -> cancel_on_disconnect:
+    def __enter__(self) -> cancel_on_disconnect:
         self._task = asyncio.current_task()
         self._active = True
         callbacks = self._scope.get(DISCONNECT_CALLBACKS)
@@ -53,13 +53,19 @@ class cancel_on_disconnect:
                 break
         self._lost()
 
-    async def __aexit__(
+    def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         self._active = False
+        task, self._task = self._task, None  # break the scope → callback → task cycle at once
         if self._watcher is not None:
             self._watcher.cancel()
-        if self.disconnected and exc_type is asyncio.CancelledError and self._task is not None:
-            self._task.uncancel()
+            self._watcher = None
+        else:
+            callbacks = self._scope.get(DISCONNECT_CALLBACKS)
+            if callbacks:
+                callbacks.clear()
+        if self.disconnected and exc_type is asyncio.CancelledError and task is not None:
+            task.uncancel()
             return True
         return False

@@ -111,7 +111,7 @@ async def chat_completions(ctx: AppContext, scope: dict[str, Any], receive: Any,
             )
             await response(scope, receive, send)
             return
-        async with cancel_on_disconnect(scope, receive) as guard:
+        with cancel_on_disconnect(scope, receive) as guard:
             result = await backend.chat(chat)
         if guard.disconnected:
             log.info("client disconnected; upstream request closed (request %s)", request_id)

@@ -95,7 +95,7 @@ class SSEResponse:
             self._last = loop.time()
             self._timer = loop.call_at(self._last + self._keepalive, self._tick)
         try:
-            async with cancel_on_disconnect(scope, receive) as guard:
+            with cancel_on_disconnect(scope, receive) as guard:
                 await self._pump()
         finally:
             self._closed = True
