@@ -203,8 +203,11 @@ class LivepeerBackend:
         if lp.generation == "form":  # auto just found a legacy gateway and asked it for a stream
             return await fold_chunks(self._stream(request, include_usage=True, opened=(lp, resp)))
         try:
-            async with asyncio.timeout(self.options.request_timeout):
+            if resp.content.is_eof():  # the usual case: the whole body came with the head
                 raw = await resp.read()
+            else:
+                async with asyncio.timeout(self.options.request_timeout):
+                    raw = await resp.read()
         except TimeoutError:
             raise UpstreamTimeout("The Livepeer gateway did not finish its answer in time.") from None
         except aiohttp.ClientError:
