@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
+from ..media import ImageGenerationRequest, ImagesResponse
 from ..types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
 
@@ -25,3 +26,10 @@ class Backend(Protocol):
     async def models(self) -> list[Model]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ImageGeneration(Protocol):
+    """A backend that can answer ``POST /v1/images/generations``."""
+
+    async def generate_images(self, request: ImageGenerationRequest) -> ImagesResponse: ...

@@ -9,14 +9,17 @@ endpoints.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..backends.base import ImageGeneration
 from ..errors import BridgeError, InvalidRequest, NotFound
+from ..media import ImageGenerationRequest
 from ..types import ChatCompletionRequest
 from .context import AppContext
 from .disconnect import cancel_on_disconnect
@@ -25,6 +28,7 @@ from .streaming import SSEResponse, json_message
 log = logging.getLogger("oai_bridge.server")
 
 JSON = "application/json"
+T = TypeVar("T", bound=BaseModel)
 
 
 class ClientGone(Exception):
@@ -35,7 +39,7 @@ def too_large(limit: int) -> BridgeError:
     return BridgeError(f"The request body is larger than {limit} bytes.", status=413, code="request_too_large")
 
 
-async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
+async def read_body(scope: Mapping[str, Any], receive: Any, limit: int) -> bytes:
     for key, value in scope["headers"]:
         if key == b"content-length":
             if value.isdigit() and int(value) > limit:
@@ -77,21 +81,27 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def parse_chat_request(payload: Any) -> ChatCompletionRequest:
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    """A pydantic error → the OpenAI 400 naming the first wrong parameter."""
+    error = exc.errors(include_url=False)[0]
+    param = _param(tuple(error["loc"]))
+    if error["type"] == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param, code="invalid_value")
+
+
+def validated(model: type[T], payload: Any) -> T:
+    """``payload`` validated (strictly) as ``model``, or the OpenAI 400 for it."""
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
-        return ChatCompletionRequest.model_validate(payload, strict=True)
+        return model.model_validate(payload, strict=True)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        param = _param(tuple(error["loc"]))
-        if error["type"] == "missing":
-            raise InvalidRequest(
-                f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-            ) from None
-        raise InvalidRequest(
-            f"Invalid value for '{param}': {error['msg']}.", param=param, code="invalid_value"
-        ) from None
+        raise _invalid(exc) from None
+
+
+def parse_chat_request(payload: Any) -> ChatCompletionRequest:
+    return validated(ChatCompletionRequest, payload)
 
 
 async def send_error(send: Any, error: BridgeError, request_id: str) -> None:
@@ -161,6 +171,17 @@ async def get_model(request: Request) -> Response:
     if model is None:
         raise NotFound(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
     return json_response(model, request)
+
+
+async def image_generations(request: Request) -> Response:
+    """``POST /v1/images/generations``."""
+    ctx = _ctx(request)
+    body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
+    images = validated(ImageGenerationRequest, parse_json(body))
+    backend = ctx.router.route(images.model or "")
+    if not isinstance(backend, ImageGeneration):
+        raise InvalidRequest(f"The backend for model {images.model!r} cannot generate images.", param="model")
+    return json_response(await backend.generate_images(images), request)
 
 
 async def not_ready(request: Request) -> Response:

@@ -19,10 +19,12 @@ import aiohttp
 import orjson
 
 from ...chunks import fold_chunks
-from ...errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ...errors import UpstreamError, UpstreamTimeout
 from ...sse import SSEDecoder
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
+from .media_io import LivepeerMediaMixin
 from .translate import StreamParser, build_request, error_from_response, parse_response
+from .transport import gateway_errors
 from .wire import (
     CAPABILITIES_PATH,
     LLM_CAPABILITY,
@@ -74,7 +76,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-class LivepeerBackend:
+class LivepeerBackend(LivepeerMediaMixin):
     """``Backend`` for a Livepeer AI gateway (both ``/llm`` generations)."""
 
     kind = "livepeer"
@@ -141,31 +143,17 @@ class LivepeerBackend:
         """Send, and wait for the response head (which a gateway sends with the first token)."""
         try:
             async with asyncio.timeout(timeout):
-                try:
-                    return await self._post_once(lp)
-                except aiohttp.ServerDisconnectedError:
-                    # Either a pooled keep-alive connection went stale, or the gateway closed
-                    # without answering. One fresh attempt tells them apart.
+                with gateway_errors(self.options.gateway_url):
                     try:
                         return await self._post_once(lp)
                     except aiohttp.ServerDisconnectedError:
-                        raise UpstreamUnavailable(
-                            "The Livepeer gateway closed the connection without answering (this is how "
-                            "gateways since v0.8.7 report that no orchestrator serves the model).",
-                            code="no_orchestrator",
-                        ) from None
+                        # Either a pooled keep-alive connection went stale, or the gateway closed
+                        # without answering. One fresh attempt tells them apart.
+                        return await self._post_once(lp)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"The Livepeer gateway sent nothing within {timeout:g} s.", code="first_token_timeout"
             ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnavailable(
-                f"Cannot connect to the Livepeer gateway at {self.options.gateway_url} ({exc.os_error}).",
-                code="upstream_unreachable",
-                retry_after=2.0,
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"The request to the Livepeer gateway failed ({type(exc).__name__}).") from None
 
     async def _open(
         self, request: ChatCompletionRequest, *, stream: bool, timeout: float

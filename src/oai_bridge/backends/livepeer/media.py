@@ -1,0 +1,115 @@
+"""OpenAI media requests ⇄ Livepeer batch pipelines (reference ``livepeer-gateway.md`` §2). Pure.
+
+Images: ``/v1/images/generations`` → ``/text-to-image`` (JSON). The gateway answers
+``{"images": [{"nsfw", "seed", "url"}]}`` where ``url`` is usually gateway-relative
+(``/stream/<id>/<file>.png``, served by the gateway's in-memory store, which keeps only a few
+items): ``resolve_url`` joins it to the gateway, and ``b64_json`` answers are fetched at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import orjson
+
+from ...errors import InvalidRequest, UpstreamError
+from ...media import ImageGenerationRequest, parse_size
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "LIVEPEER_IMAGE_KNOBS",
+    "GatewayImage",
+    "parse_images",
+    "resolve_url",
+    "text_to_image_body",
+]
+
+#: The model the gateway itself picks per pipeline when none is given (``server/ai_process.go``);
+#: the bridge always sends one (some gateway code paths dereference it).
+DEFAULT_MODELS = {
+    "text-to-image": "stabilityai/sdxl-turbo",
+    "image-to-image": "stabilityai/sdxl-turbo",
+    "upscale": "stabilityai/stable-diffusion-x4-upscaler",
+    "image-to-video": "stabilityai/stable-video-diffusion-img2vid-xt",
+    "audio-to-text": "openai/whisper-large-v3",
+    "segment-anything-2": "facebook/sam2-hiera-large",
+    "image-to-text": "Salesforce/blip-image-captioning-large",
+    "text-to-speech": "parler-tts/parler-tts-large-v1",
+}
+
+#: ``TextToImageParams`` fields a client may set through the SDK's ``extra_body``, with their types.
+LIVEPEER_IMAGE_KNOBS: dict[str, type | tuple[type, ...]] = {
+    "negative_prompt": str,
+    "guidance_scale": (int, float),
+    "num_inference_steps": int,
+    "seed": int,
+    "loras": (str, dict),
+    "safety_check": bool,
+}
+
+#: When the client names no size: the OpenAI default for square images.
+DEFAULT_SIZE = (1024, 1024)
+
+
+class GatewayImage(TypedDict):
+    url: str
+    nsfw: bool
+    seed: int | None
+
+
+def _knobs(request: ImageGenerationRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in (request.model_extra or {}).items():
+        kind = LIVEPEER_IMAGE_KNOBS.get(key)
+        if kind is None or value is None:
+            continue  # unknown extras are ignored, like the chat endpoint does
+        if isinstance(value, bool) and kind is not bool:
+            raise InvalidRequest(f"{key} must be a number, not a boolean.", param=key, code="invalid_value")
+        if not isinstance(value, kind):
+            raise InvalidRequest(f"{key} has the wrong type.", param=key, code="invalid_value")
+        out[key] = value
+    if isinstance(out.get("loras"), dict):
+        out["loras"] = orjson.dumps(out["loras"]).decode()  # the gateway takes a JSON string
+    return out
+
+
+def text_to_image_body(request: ImageGenerationRequest) -> dict[str, Any]:
+    """The ``/text-to-image`` JSON body. Width and height are always sent: a gateway fills in 512×512
+    otherwise, whatever the client asked for."""
+    width, height = parse_size(request.size, DEFAULT_SIZE)
+    body: dict[str, Any] = {
+        "prompt": request.prompt,
+        "model_id": request.model or DEFAULT_MODELS["text-to-image"],
+        "width": width,
+        "height": height,
+        "num_images_per_prompt": request.count,
+    }
+    body.update(_knobs(request))
+    return body
+
+
+def resolve_url(url: str, gateway_url: str) -> str:
+    """A gateway-relative ``/stream/...`` URL joined to the gateway; absolute and data URLs as they are."""
+    if url.startswith("/"):
+        return gateway_url.rstrip("/") + url
+    return url
+
+
+def parse_images(body: Any, *, gateway_url: str) -> list[GatewayImage]:
+    """``ImageResponse`` → images with absolute URLs. Raises ``UpstreamError`` on a malformed body."""
+    images = body.get("images") if isinstance(body, dict) else None
+    if not isinstance(images, list) or not images:
+        raise UpstreamError("The Livepeer gateway answered without images.")
+    out: list[GatewayImage] = []
+    for item in images:
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"]:
+            raise UpstreamError("The Livepeer gateway answered an image without a URL.")
+        seed = item.get("seed")
+        out.append(
+            {
+                "url": resolve_url(item["url"], gateway_url),
+                "nsfw": bool(item.get("nsfw")),
+                "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            }
+        )
+    return out

@@ -1,0 +1,32 @@
+"""How transport failures talking to a gateway become ``BridgeError``s (one place for every call)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+
+from ...errors import UpstreamError, UpstreamUnavailable
+
+NO_ORCHESTRATOR = (
+    "The Livepeer gateway closed the connection without answering (this is how gateways since v0.8.7 "
+    "report that no orchestrator serves the model)."
+)
+
+
+@contextmanager
+def gateway_errors(gateway_url: str) -> Iterator[None]:
+    """Map aiohttp's exceptions inside the block; timeouts are left to the caller (its message)."""
+    try:
+        yield
+    except aiohttp.ServerDisconnectedError:
+        raise UpstreamUnavailable(NO_ORCHESTRATOR, code="no_orchestrator") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(
+            f"Cannot connect to the Livepeer gateway at {gateway_url} ({exc.os_error}).",
+            code="upstream_unreachable",
+            retry_after=2.0,
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"The request to the Livepeer gateway failed ({type(exc).__name__}).") from None
