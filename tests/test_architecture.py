@@ -15,6 +15,8 @@ PURE = [
     "errors.py",
     "sse.py",
     "chunks.py",
+    "media.py",
+    "backends/livepeer/media.py",
     *(f"backends/{k}/{f}" for k in BACKENDS for f in ("wire.py", "translate.py")),
 ]
 IO_MODULES = ("aiohttp", "starlette", "uvicorn", "httpx", "socket", "asyncio.streams")

@@ -269,6 +269,7 @@ class Settings(LivepeerTuning):
     log_level: str = "info"
     keepalive_interval: float = 15.0
     max_body_bytes: int = 8 << 20
+    max_upload_bytes: int = 25 << 20
     gateway_url: str | None = None  # unset: the built-in simulator
 
     @property

@@ -4,8 +4,10 @@ TypedDicts, and the pure helpers every media backend shares (``size`` parsing)."
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal, NotRequired, TypedDict
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidRequest
@@ -70,3 +72,130 @@ def parse_size(size: str | None, default: tuple[int, int]) -> tuple[int, int]:
         param="size",
         code="invalid_value",
     )
+
+
+# --------------------------------------------------------------------------- audio
+
+TRANSCRIPT_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+
+
+class Segment(TypedDict):
+    start: float
+    end: float
+    text: str
+
+
+class Transcript(TypedDict):
+    """What a speech-to-text backend found: the text and timed pieces of it."""
+
+    text: str
+    segments: list[Segment]
+    words: list[Segment]  # empty unless word timestamps were asked for
+    duration: float
+    language: str | None
+
+
+def _clock(seconds: float, sep: str) -> str:
+    millis = round(max(seconds, 0.0) * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{millis:03d}"
+
+
+def format_transcript(
+    transcript: Transcript, response_format: str, *, granularities: Sequence[str] | None = None
+) -> tuple[bytes, str]:
+    """A transcript in one of OpenAI's ``response_format``s → (body, content type)."""
+    if response_format == "text":
+        return (transcript["text"] + "\n").encode(), "text/plain; charset=utf-8"
+    if response_format == "srt":
+        cues = [
+            f"{i}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{s['text'].strip()}\n"
+            for i, s in enumerate(transcript["segments"], 1)
+        ]
+        return "\n".join(cues).encode(), "text/plain; charset=utf-8"
+    if response_format == "vtt":
+        cues = [
+            f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{s['text'].strip()}\n"
+            for s in transcript["segments"]
+        ]
+        return ("WEBVTT\n\n" + "\n".join(cues)).encode(), "text/plain; charset=utf-8"
+    if response_format == "verbose_json":
+        body: dict[str, object] = {
+            "task": "transcribe",
+            "language": transcript["language"] or "english",
+            "duration": round(transcript["duration"], 3),
+            "text": transcript["text"],
+        }
+        wanted = set(granularities or ["segment"])
+        if "segment" in wanted:
+            body["segments"] = [
+                {
+                    "id": i,
+                    "seek": 0,
+                    "start": s["start"],
+                    "end": s["end"],
+                    "text": s["text"],
+                    "tokens": [],
+                    "temperature": 0.0,
+                    "avg_logprob": 0.0,
+                    "compression_ratio": 0.0,
+                    "no_speech_prob": 0.0,
+                }
+                for i, s in enumerate(transcript["segments"])
+            ]
+        if "word" in wanted:
+            body["words"] = [
+                {"word": w["text"].strip(), "start": w["start"], "end": w["end"]} for w in transcript["words"]
+            ]
+        return orjson.dumps(body), "application/json"
+    return orjson.dumps({"text": transcript["text"]}), "application/json"
+
+
+class SpeechRequest(BaseModel):
+    """``POST /v1/audio/speech`` (JSON)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str | dict[str, str] | None = None
+    instructions: str | None = None
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = None
+    speed: float | None = Field(default=None, ge=0.25, le=4.0)
+
+
+class TranscriptionRequest(BaseModel):
+    """``POST /v1/audio/transcriptions`` (multipart): the form fields, and the file's bytes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    audio: bytes
+    filename: str
+    content_type: str
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
+
+
+class AudioResult(TypedDict):
+    """Audio bytes for the client, with their media type."""
+
+    data: bytes
+    content_type: str
+
+
+def wav_to_pcm(data: bytes) -> tuple[bytes, int]:
+    """The raw 16-bit little-endian samples of a WAV file, and its sample rate."""
+    import io
+    import wave
+
+    try:
+        with wave.open(io.BytesIO(data)) as wav:
+            return wav.readframes(wav.getnframes()), wav.getframerate()
+    except (wave.Error, EOFError) as exc:
+        raise ValueError(f"not a PCM WAV file: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from ..media import ImageGenerationRequest, ImagesResponse
+from ..media import AudioResult, ImageGenerationRequest, ImagesResponse, SpeechRequest, Transcript, TranscriptionRequest
 from ..types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
 
@@ -33,3 +33,17 @@ class ImageGeneration(Protocol):
     """A backend that can answer ``POST /v1/images/generations``."""
 
     async def generate_images(self, request: ImageGenerationRequest) -> ImagesResponse: ...
+
+
+@runtime_checkable
+class Transcription(Protocol):
+    """A backend that can answer ``POST /v1/audio/transcriptions``."""
+
+    async def transcribe(self, request: TranscriptionRequest) -> Transcript: ...
+
+
+@runtime_checkable
+class SpeechSynthesis(Protocol):
+    """A backend that can answer ``POST /v1/audio/speech`` (WAV, or raw PCM)."""
+
+    async def speech(self, request: SpeechRequest) -> AudioResult: ...

@@ -148,6 +148,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Br
         Route("/v1/chat/completions", handlers.not_ready, methods=["POST"]),
         Route("/chat/completions", handlers.not_ready, methods=["POST"]),
         Route("/v1/images/generations", handlers.image_generations, methods=["POST"]),
+        Route("/v1/audio/transcriptions", handlers.audio_transcriptions, methods=["POST"]),
+        Route("/v1/audio/speech", handlers.audio_speech, methods=["POST"]),
         Route("/v1/models", handlers.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", handlers.get_model, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),

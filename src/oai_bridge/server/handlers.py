@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..backends.base import ImageGeneration
+from ..backends.base import ImageGeneration, SpeechSynthesis, Transcription
 from ..errors import BridgeError, InvalidRequest, NotFound
-from ..media import ImageGenerationRequest
+from ..media import ImageGenerationRequest, SpeechRequest, TranscriptionRequest, format_transcript
 from ..types import ChatCompletionRequest
 from .context import AppContext
 from .disconnect import cancel_on_disconnect
@@ -90,12 +92,13 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param, code="invalid_value")
 
 
-def validated(model: type[T], payload: Any) -> T:
-    """``payload`` validated (strictly) as ``model``, or the OpenAI 400 for it."""
+def validated(model: type[T], payload: Any, *, strict: bool = True) -> T:
+    """``payload`` validated as ``model`` (strictly for JSON; form fields are all strings), or the
+    OpenAI 400 for it."""
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
-        return model.model_validate(payload, strict=True)
+        return model.model_validate(payload, strict=strict)
     except ValidationError as exc:
         raise _invalid(exc) from None
 
@@ -182,6 +185,78 @@ async def image_generations(request: Request) -> Response:
     if not isinstance(backend, ImageGeneration):
         raise InvalidRequest(f"The backend for model {images.model!r} cannot generate images.", param="model")
     return json_response(await backend.generate_images(images), request)
+
+
+NO_ENCODER_FORMATS = ("mp3", "opus", "aac", "flac")
+
+
+async def audio_speech(request: Request) -> Response:
+    """``POST /v1/audio/speech``: the audio bytes (WAV unless ``pcm`` is asked for)."""
+    ctx = _ctx(request)
+    body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
+    speech = validated(SpeechRequest, parse_json(body))
+    if speech.response_format in NO_ENCODER_FORMATS:
+        raise InvalidRequest(
+            f"response_format {speech.response_format!r} is not available: the Livepeer text-to-speech "
+            "pipeline makes WAV audio and this bridge has no encoder for other formats; use 'wav' or 'pcm'.",
+            param="response_format",
+            code="unsupported_value",
+        )
+    backend = ctx.router.route(speech.model or "")
+    if not isinstance(backend, SpeechSynthesis):
+        raise InvalidRequest(f"The backend for model {speech.model!r} cannot synthesise speech.", param="model")
+    audio = await backend.speech(speech)
+    return Response(audio["data"], media_type=audio["content_type"], headers={"x-request-id": request.state.request_id})
+
+
+async def _form(request: Request, limit: int) -> FormData:
+    """The multipart form of a request (uploads spooled to private temporary files)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("This endpoint takes multipart/form-data.", code="invalid_content_type")
+    try:
+        return await request.form(max_files=8, max_fields=64)
+    except MultiPartException as exc:
+        raise InvalidRequest(f"The multipart body is malformed: {exc.message}", code="invalid_multipart") from None
+
+
+async def _upload(form: FormData, name: str, limit: int) -> tuple[bytes, str, str]:
+    upload = form.get(name)
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(limit)
+    return data, upload.filename or name, upload.content_type or "application/octet-stream"
+
+
+async def audio_transcriptions(request: Request) -> Response:
+    """``POST /v1/audio/transcriptions`` (multipart)."""
+    ctx = _ctx(request)
+    limit = ctx.settings.max_upload_bytes
+    form = await _form(request, limit)
+    try:
+        audio, filename, content_type = await _upload(form, "file", limit)
+        fields: dict[str, Any] = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        fields["timestamp_granularities"] = form.getlist("timestamp_granularities[]") + form.getlist(
+            "timestamp_granularities"
+        )
+        fields.pop("timestamp_granularities[]", None)
+        job = validated(
+            TranscriptionRequest,
+            {**fields, "audio": audio, "filename": filename, "content_type": content_type},
+            strict=False,
+        )
+    finally:
+        await form.close()
+    backend = ctx.router.route(job.model or "")
+    if not isinstance(backend, Transcription):
+        raise InvalidRequest(f"The backend for model {job.model!r} cannot transcribe audio.", param="model")
+    transcript = await backend.transcribe(job)
+    body, media_type = format_transcript(transcript, job.response_format, granularities=job.timestamp_granularities)
+    return Response(body, media_type=media_type, headers={"x-request-id": request.state.request_id})
 
 
 async def not_ready(request: Request) -> Response:

@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 import orjson
 
 from ...errors import InvalidRequest, UpstreamError
-from ...media import ImageGenerationRequest, parse_size
+from ...media import ImageGenerationRequest, Segment, SpeechRequest, Transcript, TranscriptionRequest, parse_size
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -51,6 +51,14 @@ LIVEPEER_IMAGE_KNOBS: dict[str, type | tuple[type, ...]] = {
 DEFAULT_SIZE = (1024, 1024)
 
 
+def livepeer_model(model: str | None, pipeline: str) -> str:
+    """The model id to send: a Hugging Face style id (``org/name``) as given; an OpenAI name
+    (``dall-e-3``, ``whisper-1``, ``tts-1``) or none → the pipeline's default model."""
+    if model and "/" in model:
+        return model
+    return DEFAULT_MODELS[pipeline]
+
+
 class GatewayImage(TypedDict):
     url: str
     nsfw: bool
@@ -79,7 +87,7 @@ def text_to_image_body(request: ImageGenerationRequest) -> dict[str, Any]:
     width, height = parse_size(request.size, DEFAULT_SIZE)
     body: dict[str, Any] = {
         "prompt": request.prompt,
-        "model_id": request.model or DEFAULT_MODELS["text-to-image"],
+        "model_id": livepeer_model(request.model, "text-to-image"),
         "width": width,
         "height": height,
         "num_images_per_prompt": request.count,
@@ -113,3 +121,64 @@ def parse_images(body: Any, *, gateway_url: str) -> list[GatewayImage]:
             }
         )
     return out
+
+
+# --------------------------------------------------------------------------- audio
+
+#: OpenAI's stock voice names; Parler-TTS is steered by a description instead.
+OPENAI_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar"}
+)
+
+
+def audio_to_text_fields(request: TranscriptionRequest) -> dict[str, str]:
+    """Form fields of ``/audio-to-text`` (the file goes as ``audio``)."""
+    return {
+        "model_id": livepeer_model(request.model, "audio-to-text"),
+        "return_timestamps": "word" if "word" in request.timestamp_granularities else "true",
+    }
+
+
+def parse_transcript(body: Any, *, request: TranscriptionRequest) -> Transcript:
+    """``TextResponse`` ``{"chunks": [{"text", "timestamp": [start, end]}], "text"}`` → a transcript."""
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        raise UpstreamError("The Livepeer gateway answered without a transcript text.")
+    pieces: list[Segment] = []
+    for chunk in body.get("chunks") or []:
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str):
+            continue
+        stamp = chunk.get("timestamp") or []
+        start = float(stamp[0]) if len(stamp) > 0 and isinstance(stamp[0], int | float) else 0.0
+        end = float(stamp[1]) if len(stamp) > 1 and isinstance(stamp[1], int | float) else start
+        pieces.append({"start": start, "end": end, "text": chunk["text"]})
+    text = body["text"].strip()
+    duration = max((p["end"] for p in pieces), default=0.0)
+    if "word" in request.timestamp_granularities:
+        segments: list[Segment] = [{"start": 0.0, "end": duration, "text": text}]
+        words = pieces
+    else:
+        segments, words = pieces or [{"start": 0.0, "end": duration, "text": text}], []
+    return {"text": text, "segments": segments, "words": words, "duration": duration, "language": request.language}
+
+
+def text_to_speech_body(request: SpeechRequest) -> dict[str, Any]:
+    """``/text-to-speech`` JSON. Parler-TTS takes a description of the voice: ``instructions`` when
+    given, else a ``voice`` that is not one of OpenAI's stock names (a description itself)."""
+    body: dict[str, Any] = {
+        "model_id": livepeer_model(request.model, "text-to-speech"),
+        "text": request.input,
+    }
+    voice = request.voice.get("id") if isinstance(request.voice, dict) else request.voice
+    if request.instructions:
+        body["description"] = request.instructions
+    elif voice and voice not in OPENAI_VOICES:
+        body["description"] = voice
+    return body
+
+
+def parse_audio_url(body: Any, *, gateway_url: str) -> str:
+    audio = body.get("audio") if isinstance(body, dict) else None
+    url = audio.get("url") if isinstance(audio, dict) else None
+    if not isinstance(url, str) or not url:
+        raise UpstreamError("The Livepeer gateway answered without an audio URL.")
+    return resolve_url(url, gateway_url)

@@ -15,8 +15,24 @@ import aiohttp
 import orjson
 
 from ...errors import UpstreamError, UpstreamTimeout
-from ...media import ImageData, ImageGenerationRequest, ImagesResponse
-from .media import parse_images, text_to_image_body
+from ...media import (
+    AudioResult,
+    ImageData,
+    ImageGenerationRequest,
+    ImagesResponse,
+    SpeechRequest,
+    Transcript,
+    TranscriptionRequest,
+    wav_to_pcm,
+)
+from .media import (
+    audio_to_text_fields,
+    parse_audio_url,
+    parse_images,
+    parse_transcript,
+    text_to_image_body,
+    text_to_speech_body,
+)
 from .translate import error_from_response
 from .transport import gateway_errors
 
@@ -35,13 +51,31 @@ class LivepeerMediaMixin:
     def _url(self, path: str) -> str:
         return str(self.options.gateway_url).rstrip("/") + path
 
-    async def _post_pipeline(self, path: str, *, json: dict[str, Any] | None = None) -> Any:
-        """POST to a batch pipeline and return its decoded JSON answer, or raise a ``BridgeError``."""
-        headers = {**self._headers, "Content-Type": "application/json"}
+    async def _post_pipeline(
+        self,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        fields: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+    ) -> Any:
+        """POST to a batch pipeline (JSON, or multipart ``fields`` + ``files``: name → (filename,
+        bytes, content type)) and return its decoded JSON answer, or raise a ``BridgeError``."""
+        data: Any
+        if json is not None:
+            headers = {**self._headers, "Content-Type": "application/json"}
+            data = orjson.dumps(json)
+        else:
+            headers = dict(self._headers)
+            data = aiohttp.FormData(default_to_multipart=True)
+            for key, value in (fields or {}).items():
+                data.add_field(key, value)
+            for key, (filename, blob, content_type) in (files or {}).items():
+                data.add_field(key, blob, filename=filename, content_type=content_type)
         try:
             async with asyncio.timeout(self.options.request_timeout):
                 with gateway_errors(str(self.options.gateway_url)):
-                    async with self._http().post(self._url(path), data=orjson.dumps(json), headers=headers) as resp:
+                    async with self._http().post(self._url(path), data=data, headers=headers) as resp:
                         raw = await resp.read()
                         status = resp.status
                         retry_after = resp.headers.get("Retry-After")
@@ -97,3 +131,22 @@ class LivepeerMediaMixin:
                     item["seed"] = image["seed"]
                 data.append(item)
         return {"created": int(time.time()), "data": data}
+
+    async def transcribe(self, request: TranscriptionRequest) -> Transcript:
+        answer = await self._post_pipeline(
+            "/audio-to-text",
+            fields=audio_to_text_fields(request),
+            files={"audio": (request.filename, request.audio, request.content_type)},
+        )
+        return parse_transcript(answer, request=request)
+
+    async def speech(self, request: SpeechRequest) -> AudioResult:
+        answer = await self._post_pipeline("/text-to-speech", json=text_to_speech_body(request))
+        wav = await self.fetch_media(parse_audio_url(answer, gateway_url=str(self.options.gateway_url)))
+        if request.response_format == "pcm":
+            try:
+                pcm, rate = wav_to_pcm(wav)
+            except ValueError:
+                raise UpstreamError("The Livepeer gateway's audio is not a PCM WAV file.") from None
+            return {"data": pcm, "content_type": f"audio/pcm;rate={rate}"}
+        return {"data": wav, "content_type": "audio/wav"}
