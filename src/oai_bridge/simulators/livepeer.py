@@ -65,6 +65,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from oai_bridge.simulators import livepeer_media
+
 GENERATIONS = ("json", "form")
 DEFAULT_MODELS: list[str] = ["meta-llama/Meta-Llama-3.1-8B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"]
 LEAK_HEADER = "assistant\n\n"
@@ -669,6 +671,7 @@ def create_app(
     app.router.add_route("*", "/llm", _handle_llm)
     app.router.add_get("/healthz", _handle_healthz)
     app.router.add_get("/getNetworkCapabilities", _handle_capabilities)
+    livepeer_media.install(app)
     app.router.add_route("*", "/{tail:.*}", _handle_not_found)
     return app
 
