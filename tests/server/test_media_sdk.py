@@ -1,0 +1,181 @@
+"""Images and audio with the real openai SDK (strict validation) through the bridge to the simulator."""
+
+from __future__ import annotations
+
+import base64
+import io
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import orjson
+import pytest
+from livestack import Stack, start_stack
+
+from oai_bridge.simulators.livepeer_media import make_wav, png_size, transcript
+
+pytestmark = pytest.mark.sdk
+
+
+@pytest.fixture
+def oai(json_stack: Stack) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=json_stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0
+    ) as client:
+        yield client
+
+
+def media_requests(stack: Stack, path: str) -> list[dict[str, object]]:
+    return [r for r in stack.llm_requests() if r.get("path") == path]
+
+
+def test_images_generate_urls(oai: openai.OpenAI, json_stack: Stack) -> None:
+    result = oai.images.generate(prompt="a red fox", n=2, size="512x768")
+    assert len(result.data) == 2
+    sent = media_requests(json_stack, "/text-to-image")[-1]["json"]
+    assert sent == {
+        "prompt": "a red fox",
+        "model_id": "stabilityai/sdxl-turbo",
+        "width": 512,
+        "height": 768,
+        "num_images_per_prompt": 2,
+    }
+    for image in result.data:
+        assert image.url is not None and image.url.startswith(json_stack.simulator.url + "/stream/")
+        assert png_size(httpx.get(image.url, timeout=10).content) == (512, 768)
+
+
+def test_images_generate_b64_json_with_livepeer_knobs(oai: openai.OpenAI, json_stack: Stack) -> None:
+    result = oai.images.generate(
+        prompt="a blue whale",
+        model="dall-e-3",
+        size="256x256",
+        response_format="b64_json",
+        extra_body={"seed": 42, "num_inference_steps": 4},
+    )
+    assert len(result.data) == 1
+    image = result.data[0]
+    assert image.b64_json is not None and image.url is None
+    assert png_size(base64.b64decode(image.b64_json)) == (256, 256)
+    assert image.model_extra == {"nsfw": False, "seed": 42}
+    sent = media_requests(json_stack, "/text-to-image")[-1]["json"]
+    assert sent["seed"] == 42 and sent["num_inference_steps"] == 4 and sent["model_id"] == "stabilityai/sdxl-turbo"
+
+
+def test_images_bad_size_never_reaches_the_gateway(oai: openai.OpenAI, json_stack: Stack) -> None:
+    before = len(media_requests(json_stack, "/text-to-image"))
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.images.generate(prompt="x", size="1000x1001")  # type: ignore[arg-type]
+    assert info.value.body["param"] == "size"  # type: ignore[index]
+    assert info.value.body["code"] == "invalid_value"  # type: ignore[index]
+    assert len(media_requests(json_stack, "/text-to-image")) == before
+
+
+def test_image_faults_keep_their_status(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.InternalServerError) as info:
+        oai.images.generate(prompt="x [[sim fault=refuse]]")
+    assert info.value.status_code == 503
+    with pytest.raises(openai.InternalServerError) as info:
+        oai.images.generate(prompt="x [[sim fault=masked500]]")
+    assert info.value.status_code == 502
+
+
+WAV = make_wav(7.0)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt", "verbose_json"])
+def test_transcriptions_in_every_format(oai: openai.OpenAI, json_stack: Stack, fmt: str) -> None:
+    expected = transcript(7.0)
+    text = expected["text"].strip()
+    result = oai.audio.transcriptions.create(
+        model="whisper-1",
+        file=("speech.wav", WAV, "audio/wav"),
+        response_format=fmt,  # type: ignore[arg-type]
+    )
+    sent = media_requests(json_stack, "/audio-to-text")[-1]
+    assert sent["form"] == {"model_id": "openai/whisper-large-v3", "return_timestamps": "true"}
+    if fmt == "json":
+        assert result.text == text  # type: ignore[union-attr]
+    elif fmt == "text":
+        assert result == text + "\n"
+    elif fmt == "srt":
+        assert isinstance(result, str)
+        assert result.startswith("1\n00:00:00,000 --> 00:00:03,500\nSimulated transcript of a 7.00 second recording.\n")
+        assert "2\n00:00:03,500 --> 00:00:07,000\nThis is simulated sentence 2.\n" in result
+    elif fmt == "vtt":
+        assert isinstance(result, str)
+        assert result.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:03.500\nSimulated transcript")
+    else:
+        assert result.text == text  # type: ignore[union-attr]
+        assert result.duration == 7.0  # type: ignore[union-attr]
+        assert [s.end for s in result.segments or []] == [3.5, 7.0]  # type: ignore[union-attr]
+
+
+def test_transcription_word_timestamps(oai: openai.OpenAI, json_stack: Stack) -> None:
+    result = oai.audio.transcriptions.create(
+        model="whisper-1",
+        file=("speech.wav", WAV, "audio/wav"),
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+    )
+    assert media_requests(json_stack, "/audio-to-text")[-1]["form"]["return_timestamps"] == "word"  # type: ignore[index]
+    assert result.words is not None
+    assert [w.word for w in result.words] == transcript(7.0)["text"].split()
+
+
+def test_speech_streamed_to_a_wav_file(oai: openai.OpenAI, json_stack: Stack, tmp_path: Path) -> None:
+    out = tmp_path / "speech.wav"
+    with oai.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input="Hello from the Livepeer network", response_format="wav"
+    ) as response:
+        assert response.headers["content-type"] == "audio/wav"
+        response.stream_to_file(out)
+    with wave.open(str(out)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
+        assert wav.getnframes() > 0
+    sent = media_requests(json_stack, "/text-to-speech")[-1]["json"]
+    assert sent == {"model_id": "parler-tts/parler-tts-large-v1", "text": "Hello from the Livepeer network"}
+
+
+def test_speech_pcm_is_the_raw_samples(oai: openai.OpenAI) -> None:
+    wav_bytes = oai.audio.speech.create(
+        model="tts-1", voice="A calm voice.", input="Hi there", response_format="wav"
+    ).read()
+    pcm = oai.audio.speech.create(model="tts-1", voice="A calm voice.", input="Hi there", response_format="pcm").read()
+    with wave.open(io.BytesIO(wav_bytes)) as wav:
+        assert pcm == wav.readframes(wav.getnframes())
+
+
+def test_speech_formats_without_an_encoder_are_400(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.audio.speech.create(model="tts-1", voice="alloy", input="Hi", response_format="mp3")
+    assert info.value.body["param"] == "response_format"  # type: ignore[index]
+
+
+@pytest.fixture(scope="module")
+def small_upload_stack() -> Iterator[Stack]:
+    stack = start_stack("json", max_upload_bytes=50_000)
+    yield stack
+    stack.stop()
+
+
+def test_oversized_and_malformed_uploads(small_upload_stack: Stack) -> None:
+    url = small_upload_stack.base_url + "/audio/transcriptions"
+    big = make_wav(5.0)  # 160 kB > 50 kB
+    response = httpx.post(url, files={"file": ("a.wav", big, "audio/wav")}, data={"model": "whisper-1"}, timeout=10)
+    assert response.status_code == 413
+    assert orjson.loads(response.content)["error"]["code"] == "request_too_large"
+    response = httpx.post(url, json={"model": "whisper-1"}, timeout=10)
+    assert response.status_code == 400
+    assert orjson.loads(response.content)["error"]["code"] == "invalid_content_type"
+    response = httpx.post(url, files={"other": ("a.wav", b"x", "audio/wav")}, data={"model": "whisper-1"}, timeout=10)
+    assert response.status_code == 400
+    assert orjson.loads(response.content)["error"] == {
+        "message": "Missing required parameter: 'file'.",
+        "type": "invalid_request_error",
+        "param": "file",
+        "code": "missing_required_parameter",
+    }
+    assert not [r for r in small_upload_stack.llm_requests() if r.get("path") == "/audio-to-text"]
