@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidRequest
 
-__all__ = ["ImageData", "ImageGenerationRequest", "ImagesResponse", "parse_size"]
+__all__ = ["ImageData", "ImageEditRequest", "ImageGenerationRequest", "ImagesResponse", "parse_size"]
 
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 MIN_SIDE, MAX_SIDE = 64, 2048
@@ -33,6 +33,29 @@ class ImageGenerationRequest(BaseModel):
     quality: str | None = None
     style: str | None = None
     user: str | None = None
+
+    @property
+    def count(self) -> int:
+        return self.n or 1
+
+    @property
+    def wants_b64(self) -> bool:
+        return self.response_format == "b64_json"
+
+
+class ImageEditRequest(BaseModel):
+    """``POST /v1/images/edits`` (multipart): the form fields, and the one input image's bytes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    image: bytes
+    filename: str
+    content_type: str
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    n: int | None = Field(default=None, ge=1, le=10)
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
 
     @property
     def count(self) -> int:

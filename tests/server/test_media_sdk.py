@@ -14,7 +14,7 @@ import orjson
 import pytest
 from livestack import Stack, start_stack
 
-from oai_bridge.simulators.livepeer_media import make_wav, png_size, transcript
+from oai_bridge.simulators.livepeer_media import make_png, make_wav, png_size, transcript
 
 pytestmark = pytest.mark.sdk
 
@@ -179,3 +179,34 @@ def test_oversized_and_malformed_uploads(small_upload_stack: Stack) -> None:
         "code": "missing_required_parameter",
     }
     assert not [r for r in small_upload_stack.llm_requests() if r.get("path") == "/audio-to-text"]
+
+
+def test_images_edit_and_upscale(oai: openai.OpenAI, json_stack: Stack) -> None:
+    source = make_png(320, 240, (10, 20, 30))
+    edited = oai.images.edit(image=("in.png", source, "image/png"), prompt="make it blue", extra_body={"strength": 0.5})
+    assert edited.data[0].url is not None
+    assert png_size(httpx.get(edited.data[0].url, timeout=10).content) == (320, 240)
+    sent = media_requests(json_stack, "/image-to-image")[-1]
+    assert sent["form"] == {
+        "prompt": "make it blue",
+        "model_id": "stabilityai/sdxl-turbo",
+        "num_images_per_prompt": "1",
+        "strength": "0.5",
+    }
+    assert sent["files"]["image"]["size"] == len(source)  # type: ignore[index]
+    upscaled = oai.images.edit(
+        image=[("in.png", source, "image/png")],  # sent as image[]
+        prompt="sharper",
+        model="stabilityai/stable-diffusion-x4-upscaler",
+        response_format="b64_json",
+    )
+    assert upscaled.data[0].b64_json is not None
+    assert png_size(base64.b64decode(upscaled.data[0].b64_json)) == (1280, 960)
+    assert media_requests(json_stack, "/upscale")[-1]["form"]["model_id"] == "stabilityai/stable-diffusion-x4-upscaler"  # type: ignore[index]
+
+
+def test_images_edit_refuses_several_images(oai: openai.OpenAI) -> None:
+    png = make_png(64, 64)
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.images.edit(image=[("a.png", png, "image/png"), ("b.png", png, "image/png")], prompt="merge")
+    assert info.value.body["param"] == "image"  # type: ignore[index]

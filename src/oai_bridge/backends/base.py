@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from ..media import AudioResult, ImageGenerationRequest, ImagesResponse, SpeechRequest, Transcript, TranscriptionRequest
+from ..media import (
+    AudioResult,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    SpeechRequest,
+    Transcript,
+    TranscriptionRequest,
+)
 from ..types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
 
@@ -47,3 +55,10 @@ class SpeechSynthesis(Protocol):
     """A backend that can answer ``POST /v1/audio/speech`` (WAV, or raw PCM)."""
 
     async def speech(self, request: SpeechRequest) -> AudioResult: ...
+
+
+@runtime_checkable
+class ImageEditing(Protocol):
+    """A backend that can answer ``POST /v1/images/edits``."""
+
+    async def edit_images(self, request: ImageEditRequest) -> ImagesResponse: ...

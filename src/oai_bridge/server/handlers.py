@@ -19,9 +19,9 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..backends.base import ImageGeneration, SpeechSynthesis, Transcription
+from ..backends.base import ImageEditing, ImageGeneration, SpeechSynthesis, Transcription
 from ..errors import BridgeError, InvalidRequest, NotFound
-from ..media import ImageGenerationRequest, SpeechRequest, TranscriptionRequest, format_transcript
+from ..media import ImageEditRequest, ImageGenerationRequest, SpeechRequest, TranscriptionRequest, format_transcript
 from ..types import ChatCompletionRequest
 from .context import AppContext
 from .disconnect import cancel_on_disconnect
@@ -257,6 +257,34 @@ async def audio_transcriptions(request: Request) -> Response:
     transcript = await backend.transcribe(job)
     body, media_type = format_transcript(transcript, job.response_format, granularities=job.timestamp_granularities)
     return Response(body, media_type=media_type, headers={"x-request-id": request.state.request_id})
+
+
+async def image_edits(request: Request) -> Response:
+    """``POST /v1/images/edits`` (multipart; one input image, as ``image`` or ``image[]``)."""
+    ctx = _ctx(request)
+    limit = ctx.settings.max_upload_bytes
+    form = await _form(request, limit)
+    try:
+        name = "image[]" if "image[]" in form else "image"
+        if len(form.getlist(name)) > 1:
+            raise InvalidRequest(
+                "The Livepeer image pipelines take one input image; send a single 'image'.",
+                param="image",
+                code="unsupported_value",
+            )
+        image, filename, content_type = await _upload(form, name, limit)
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        job = validated(
+            ImageEditRequest,
+            {**fields, "image": image, "filename": filename, "content_type": content_type},
+            strict=False,
+        )
+    finally:
+        await form.close()
+    backend = ctx.router.route(job.model or "")
+    if not isinstance(backend, ImageEditing):
+        raise InvalidRequest(f"The backend for model {job.model!r} cannot edit images.", param="model")
+    return json_response(await backend.edit_images(job), request)
 
 
 async def not_ready(request: Request) -> Response:

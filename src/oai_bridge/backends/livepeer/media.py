@@ -13,7 +13,15 @@ from typing import Any, TypedDict
 import orjson
 
 from ...errors import InvalidRequest, UpstreamError
-from ...media import ImageGenerationRequest, Segment, SpeechRequest, Transcript, TranscriptionRequest, parse_size
+from ...media import (
+    ImageEditRequest,
+    ImageGenerationRequest,
+    Segment,
+    SpeechRequest,
+    Transcript,
+    TranscriptionRequest,
+    parse_size,
+)
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -94,6 +102,43 @@ def text_to_image_body(request: ImageGenerationRequest) -> dict[str, Any]:
     }
     body.update(_knobs(request))
     return body
+
+
+#: Multipart fields of ``/image-to-image`` a client may set (form values are strings).
+IMAGE_EDIT_KNOBS = (
+    "strength",
+    "guidance_scale",
+    "image_guidance_scale",
+    "negative_prompt",
+    "num_inference_steps",
+    "seed",
+    "safety_check",
+    "loras",
+)
+
+
+def is_upscaler(model: str | None) -> bool:
+    """Upscaling models go to ``/upscale`` instead of ``/image-to-image``."""
+    return bool(model) and "upscal" in str(model).lower()
+
+
+def image_edit_fields(request: ImageEditRequest) -> tuple[str, dict[str, str]]:
+    """The pipeline path and the multipart fields (the image goes as ``image``). ``size`` is
+    dropped: both pipelines derive the output size from the input image."""
+    if is_upscaler(request.model):
+        path, fields = "/upscale", {"prompt": request.prompt, "model_id": str(request.model)}
+    else:
+        path = "/image-to-image"
+        fields = {
+            "prompt": request.prompt,
+            "model_id": livepeer_model(request.model, "image-to-image"),
+            "num_images_per_prompt": str(request.count),
+        }
+    for key in IMAGE_EDIT_KNOBS if path == "/image-to-image" else ("seed", "safety_check", "num_inference_steps"):
+        value = (request.model_extra or {}).get(key)
+        if isinstance(value, str) and value:
+            fields[key] = value
+    return path, fields
 
 
 def resolve_url(url: str, gateway_url: str) -> str:

@@ -18,6 +18,7 @@ from ...errors import UpstreamError, UpstreamTimeout
 from ...media import (
     AudioResult,
     ImageData,
+    ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
     SpeechRequest,
@@ -27,6 +28,7 @@ from ...media import (
 )
 from .media import (
     audio_to_text_fields,
+    image_edit_fields,
     parse_audio_url,
     parse_images,
     parse_transcript,
@@ -115,21 +117,27 @@ class LivepeerMediaMixin:
 
     async def generate_images(self, request: ImageGenerationRequest) -> ImagesResponse:
         answer = await self._post_pipeline("/text-to-image", json=text_to_image_body(request))
+        return await self._images_response(answer, b64=request.wants_b64)
+
+    async def edit_images(self, request: ImageEditRequest) -> ImagesResponse:
+        path, fields = image_edit_fields(request)
+        answer = await self._post_pipeline(
+            path, fields=fields, files={"image": (request.filename, request.image, request.content_type)}
+        )
+        return await self._images_response(answer, b64=request.wants_b64)
+
+    async def _images_response(self, answer: Any, *, b64: bool) -> ImagesResponse:
         images = parse_images(answer, gateway_url=str(self.options.gateway_url))
+        blobs: list[bytes] = []
+        if b64:
+            blobs = list(await asyncio.gather(*(self.fetch_media(image["url"]) for image in images)))
         data: list[ImageData] = []
-        if request.wants_b64:
-            blobs = await asyncio.gather(*(self.fetch_media(image["url"]) for image in images))
-            for image, blob in zip(images, blobs, strict=True):
-                item: ImageData = {"b64_json": base64.b64encode(blob).decode("ascii"), "nsfw": image["nsfw"]}
-                if image["seed"] is not None:
-                    item["seed"] = image["seed"]
-                data.append(item)
-        else:
-            for image in images:
-                item = {"url": image["url"], "nsfw": image["nsfw"]}
-                if image["seed"] is not None:
-                    item["seed"] = image["seed"]
-                data.append(item)
+        for i, image in enumerate(images):
+            item: ImageData = {"b64_json": base64.b64encode(blobs[i]).decode("ascii")} if b64 else {"url": image["url"]}
+            item["nsfw"] = image["nsfw"]
+            if image["seed"] is not None:
+                item["seed"] = image["seed"]
+            data.append(item)
         return {"created": int(time.time()), "data": data}
 
     async def transcribe(self, request: TranscriptionRequest) -> Transcript:
