@@ -210,3 +210,30 @@ def test_images_edit_refuses_several_images(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         oai.images.edit(image=[("a.png", png, "image/png"), ("b.png", png, "image/png")], prompt="merge")
     assert info.value.body["param"] == "image"  # type: ignore[index]
+
+
+def test_passthrough_route_for_pipelines_without_an_openai_twin(json_stack: Stack) -> None:
+    url = json_stack.base_url + "/livepeer/segment-anything-2"
+    response = httpx.post(
+        url,
+        files={"image": ("in.png", make_png(64, 64), "image/png")},
+        data={"model_id": "facebook/sam2-hiera-large", "point_coords": "[[10,10]]", "point_labels": "[1]"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert set(response.json()) == {"logits", "masks", "scores"}
+    assert media_requests(json_stack, "/segment-anything-2")[-1]["form"]["point_coords"] == "[[10,10]]"  # type: ignore[index]
+    # media URLs in a pass-through answer come back absolute
+    answer = httpx.post(
+        json_stack.base_url + "/livepeer/text-to-image",
+        json={"prompt": "x", "model_id": "stabilityai/sdxl-turbo"},
+        timeout=10,
+    ).json()
+    assert answer["images"][0]["url"].startswith(json_stack.simulator.url + "/stream/")
+    # unknown pipelines and gateway refusals keep OpenAI error bodies
+    response = httpx.post(json_stack.base_url + "/livepeer/llm", json={}, timeout=10)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_pipeline"
+    response = httpx.post(
+        json_stack.base_url + "/livepeer/text-to-image", json={"prompt": "x [[sim fault=refuse]]"}, timeout=10
+    )
+    assert response.status_code == 503 and response.json()["error"]["type"] == "service_unavailable_error"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..media import (
     AudioResult,
@@ -62,3 +62,10 @@ class ImageEditing(Protocol):
     """A backend that can answer ``POST /v1/images/edits``."""
 
     async def edit_images(self, request: ImageEditRequest) -> ImagesResponse: ...
+
+
+@runtime_checkable
+class PipelinePassthrough(Protocol):
+    """A backend reachable as ``POST /v1/livepeer/{pipeline}`` (requests forwarded as sent)."""
+
+    async def passthrough(self, pipeline: str, body: bytes, content_type: str) -> Any: ...

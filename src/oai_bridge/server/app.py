@@ -149,6 +149,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Br
         Route("/chat/completions", handlers.not_ready, methods=["POST"]),
         Route("/v1/images/generations", handlers.image_generations, methods=["POST"]),
         Route("/v1/images/edits", handlers.image_edits, methods=["POST"]),
+        Route("/v1/livepeer/{pipeline:path}", handlers.livepeer_passthrough, methods=["POST"]),
         Route("/v1/audio/transcriptions", handlers.audio_transcriptions, methods=["POST"]),
         Route("/v1/audio/speech", handlers.audio_speech, methods=["POST"]),
         Route("/v1/models", handlers.list_models, methods=["GET"]),

@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..backends.base import ImageEditing, ImageGeneration, SpeechSynthesis, Transcription
+from ..backends.base import ImageEditing, ImageGeneration, PipelinePassthrough, SpeechSynthesis, Transcription
 from ..errors import BridgeError, InvalidRequest, NotFound
 from ..media import ImageEditRequest, ImageGenerationRequest, SpeechRequest, TranscriptionRequest, format_transcript
 from ..types import ChatCompletionRequest
@@ -285,6 +285,17 @@ async def image_edits(request: Request) -> Response:
     if not isinstance(backend, ImageEditing):
         raise InvalidRequest(f"The backend for model {job.model!r} cannot edit images.", param="model")
     return json_response(await backend.edit_images(job), request)
+
+
+async def livepeer_passthrough(request: Request) -> Response:
+    """``POST /v1/livepeer/{pipeline}``: any gateway pipeline without an OpenAI twin, as is."""
+    ctx = _ctx(request)
+    body = await read_body(request.scope, request.receive, ctx.settings.max_upload_bytes)
+    backend = next((b for b in ctx.router.backends if isinstance(b, PipelinePassthrough)), None)
+    if backend is None:
+        raise NotFound("No configured backend offers Livepeer pipelines.", code="unknown_url")
+    content_type = request.headers.get("content-type", "application/json")
+    return json_response(await backend.passthrough(request.path_params["pipeline"], body, content_type), request)
 
 
 async def not_ready(request: Request) -> Response:

@@ -227,3 +227,34 @@ def parse_audio_url(body: Any, *, gateway_url: str) -> str:
     if not isinstance(url, str) or not url:
         raise UpstreamError("The Livepeer gateway answered without an audio URL.")
     return resolve_url(url, gateway_url)
+
+
+# --------------------------------------------------------------------------- pass-through
+
+#: Gateway pipelines reachable as ``POST /v1/livepeer/{pipeline}`` (reference §2); ``llm`` is left
+#: out on purpose: chat goes through ``/v1/chat/completions`` and its validation.
+PASSTHROUGH_PIPELINES = frozenset(
+    {
+        "text-to-image",
+        "image-to-image",
+        "upscale",
+        "image-to-video",
+        "audio-to-text",
+        "segment-anything-2",
+        "image-to-text",
+        "text-to-speech",
+    }
+)
+
+
+def resolve_urls(answer: Any, gateway_url: str) -> Any:
+    """Every gateway-relative ``"url"`` in an answer made absolute (the client cannot reach them
+    otherwise when it talks to the bridge only)."""
+    if isinstance(answer, dict):
+        return {
+            k: resolve_url(v, gateway_url) if k == "url" and isinstance(v, str) else resolve_urls(v, gateway_url)
+            for k, v in answer.items()
+        }
+    if isinstance(answer, list):
+        return [resolve_urls(v, gateway_url) for v in answer]
+    return answer

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...errors import UpstreamError, UpstreamTimeout
+from ...errors import NotFound, UpstreamError, UpstreamTimeout
 from ...media import (
     AudioResult,
     ImageData,
@@ -27,11 +27,13 @@ from ...media import (
     wav_to_pcm,
 )
 from .media import (
+    PASSTHROUGH_PIPELINES,
     audio_to_text_fields,
     image_edit_fields,
     parse_audio_url,
     parse_images,
     parse_transcript,
+    resolve_urls,
     text_to_image_body,
     text_to_speech_body,
 )
@@ -60,11 +62,15 @@ class LivepeerMediaMixin:
         json: dict[str, Any] | None = None,
         fields: dict[str, str] | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
+        as_is: tuple[bytes, str] | None = None,
     ) -> Any:
         """POST to a batch pipeline (JSON, or multipart ``fields`` + ``files``: name → (filename,
         bytes, content type)) and return its decoded JSON answer, or raise a ``BridgeError``."""
         data: Any
-        if json is not None:
+        if as_is is not None:  # (body, content type) forwarded untouched
+            headers = {**self._headers, "Content-Type": as_is[1]}
+            data = as_is[0]
+        elif json is not None:
             headers = {**self._headers, "Content-Type": "application/json"}
             data = orjson.dumps(json)
         else:
@@ -158,3 +164,13 @@ class LivepeerMediaMixin:
                 raise UpstreamError("The Livepeer gateway's audio is not a PCM WAV file.") from None
             return {"data": pcm, "content_type": f"audio/pcm;rate={rate}"}
         return {"data": wav, "content_type": "audio/wav"}
+
+    async def passthrough(self, pipeline: str, body: bytes, content_type: str) -> Any:
+        """The body as the client sent it, to ``/{pipeline}``; the answer with absolute media URLs."""
+        if pipeline not in PASSTHROUGH_PIPELINES:
+            raise NotFound(
+                f"Unknown Livepeer pipeline {pipeline!r}; known: {', '.join(sorted(PASSTHROUGH_PIPELINES))}.",
+                code="unknown_pipeline",
+            )
+        answer = await self._post_pipeline("/" + pipeline, as_is=(body, content_type))
+        return resolve_urls(answer, str(self.options.gateway_url))
