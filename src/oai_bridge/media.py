@@ -222,3 +222,45 @@ def wav_to_pcm(data: bytes) -> tuple[bytes, int]:
             return wav.readframes(wav.getnframes()), wav.getframerate()
     except (wave.Error, EOFError) as exc:
         raise ValueError(f"not a PCM WAV file: {exc}") from None
+
+
+# --------------------------------------------------------------------------- video
+
+VIDEO_SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
+
+
+class VideoCreateRequest(BaseModel):
+    """``POST /v1/videos`` (multipart): the fields and the ``input_reference`` image."""
+
+    model_config = ConfigDict(extra="allow")
+
+    image: bytes
+    filename: str
+    content_type: str
+    prompt: str | None = None
+    model: str | None = None
+    seconds: str | None = None
+    size: Literal["720x1280", "1280x720", "1024x1792", "1792x1024"] | None = None
+
+
+class VideoError(TypedDict):
+    code: str
+    message: str
+
+
+class Video(TypedDict):
+    """OpenAI's video job object; every key is present (the SDK's schema requires them)."""
+
+    id: str
+    object: Literal["video"]
+    model: str
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    progress: int
+    created_at: int
+    completed_at: int | None
+    expires_at: int | None
+    prompt: str | None
+    size: str
+    seconds: str
+    remixed_from_video_id: str | None
+    error: VideoError | None

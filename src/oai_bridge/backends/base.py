@@ -13,6 +13,8 @@ from ..media import (
     SpeechRequest,
     Transcript,
     TranscriptionRequest,
+    Video,
+    VideoCreateRequest,
 )
 from ..types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
@@ -69,3 +71,14 @@ class PipelinePassthrough(Protocol):
     """A backend reachable as ``POST /v1/livepeer/{pipeline}`` (requests forwarded as sent)."""
 
     async def passthrough(self, pipeline: str, body: bytes, content_type: str) -> Any: ...
+
+
+@runtime_checkable
+class VideoGeneration(Protocol):
+    """A backend that can run OpenAI's async video resource (``/v1/videos``)."""
+
+    async def create_video(self, request: VideoCreateRequest) -> Video: ...
+
+    async def get_video(self, video_id: str) -> Video: ...
+
+    async def video_content(self, video_id: str) -> bytes: ...

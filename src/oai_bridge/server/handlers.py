@@ -19,9 +19,23 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..backends.base import ImageEditing, ImageGeneration, PipelinePassthrough, SpeechSynthesis, Transcription
+from ..backends.base import (
+    ImageEditing,
+    ImageGeneration,
+    PipelinePassthrough,
+    SpeechSynthesis,
+    Transcription,
+    VideoGeneration,
+)
 from ..errors import BridgeError, InvalidRequest, NotFound
-from ..media import ImageEditRequest, ImageGenerationRequest, SpeechRequest, TranscriptionRequest, format_transcript
+from ..media import (
+    ImageEditRequest,
+    ImageGenerationRequest,
+    SpeechRequest,
+    TranscriptionRequest,
+    VideoCreateRequest,
+    format_transcript,
+)
 from ..types import ChatCompletionRequest
 from .context import AppContext
 from .disconnect import cancel_on_disconnect
@@ -285,6 +299,59 @@ async def image_edits(request: Request) -> Response:
     if not isinstance(backend, ImageEditing):
         raise InvalidRequest(f"The backend for model {job.model!r} cannot edit images.", param="model")
     return json_response(await backend.edit_images(job), request)
+
+
+POLL_AFTER_MS = "500"
+
+
+def _video_backend(ctx: AppContext, model: str | None) -> VideoGeneration:
+    backend = ctx.router.route(model or "")
+    if not isinstance(backend, VideoGeneration):
+        raise InvalidRequest(f"The backend for model {model!r} cannot make videos.", param="model")
+    return backend
+
+
+async def videos_create(request: Request) -> Response:
+    """``POST /v1/videos`` (multipart): an image-to-video job; the network needs an input image."""
+    ctx = _ctx(request)
+    limit = ctx.settings.max_upload_bytes
+    form = await _form(request, limit)
+    try:
+        if not isinstance(form.get("input_reference"), UploadFile):
+            raise InvalidRequest(
+                "The Livepeer network only makes videos from an image: send one as 'input_reference'.",
+                param="input_reference",
+                code="missing_required_parameter",
+            )
+        image, filename, content_type = await _upload(form, "input_reference", limit)
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        job = validated(
+            VideoCreateRequest,
+            {**fields, "image": image, "filename": filename, "content_type": content_type},
+            strict=False,
+        )
+    finally:
+        await form.close()
+    video = await _video_backend(ctx, job.model).create_video(job)
+    response = json_response(video, request)
+    response.headers["openai-poll-after-ms"] = POLL_AFTER_MS
+    return response
+
+
+async def videos_retrieve(request: Request) -> Response:
+    """``GET /v1/videos/{video_id}``: the job, polled from the gateway while it runs."""
+    video = await _video_backend(_ctx(request), None).get_video(request.path_params["video_id"])
+    response = json_response(video, request)
+    response.headers["openai-poll-after-ms"] = POLL_AFTER_MS
+    return response
+
+
+async def videos_content(request: Request) -> Response:
+    """``GET /v1/videos/{video_id}/content``: the MP4."""
+    if request.query_params.get("variant", "video") != "video":
+        raise InvalidRequest("Only the 'video' variant exists for Livepeer videos.", param="variant")
+    data = await _video_backend(_ctx(request), None).video_content(request.path_params["video_id"])
+    return Response(data, media_type="video/mp4", headers={"x-request-id": request.state.request_id})
 
 
 async def livepeer_passthrough(request: Request) -> Response:

@@ -22,9 +22,9 @@ from ...chunks import fold_chunks
 from ...errors import UpstreamError, UpstreamTimeout
 from ...sse import SSEDecoder
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
-from .media_io import LivepeerMediaMixin
 from .translate import StreamParser, build_request, error_from_response, parse_response
 from .transport import gateway_errors
+from .video_io import LivepeerVideoMixin
 from .wire import (
     CAPABILITIES_PATH,
     LLM_CAPABILITY,
@@ -76,7 +76,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-class LivepeerBackend(LivepeerMediaMixin):
+class LivepeerBackend(LivepeerVideoMixin):
     """``Backend`` for a Livepeer AI gateway (both ``/llm`` generations)."""
 
     kind = "livepeer"

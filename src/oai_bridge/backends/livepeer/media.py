@@ -20,6 +20,7 @@ from ...media import (
     SpeechRequest,
     Transcript,
     TranscriptionRequest,
+    VideoCreateRequest,
     parse_size,
 )
 
@@ -258,3 +259,36 @@ def resolve_urls(answer: Any, gateway_url: str) -> Any:
     if isinstance(answer, list):
         return [resolve_urls(v, gateway_url) for v in answer]
     return answer
+
+
+# --------------------------------------------------------------------------- video
+
+
+def image_to_video_fields(request: VideoCreateRequest) -> dict[str, str]:
+    """``/image-to-video`` form fields (the image goes as ``image``); the OpenAI size as width ×
+    height (a gateway fills in 1024×576 otherwise)."""
+    width, height = (int(side) for side in (request.size or "1280x720").split("x"))
+    return {
+        "model_id": livepeer_model(request.model, "image-to-video"),
+        "width": str(width),
+        "height": str(height),
+    }
+
+
+def parse_video_result(body: Any, *, gateway_url: str) -> tuple[str, str | None]:
+    """``/image-to-video/result`` → ``("processing", None)``, ``("complete", url)`` or
+    ``("failed", message)``."""
+    if not isinstance(body, dict):
+        raise UpstreamError("The Livepeer gateway answered the video poll with unexpected JSON.")
+    if body.get("status") != "complete":
+        return "processing", None
+    result = body.get("result")
+    if not isinstance(result, dict):
+        result = {}
+    error = result.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        return "failed", str(error["message"])
+    images = result.get("images")
+    if not isinstance(images, list) or not images or not isinstance(images[0], dict) or not images[0].get("url"):
+        return "failed", "the gateway finished the job without a video"
+    return "complete", resolve_url(str(images[0]["url"]), gateway_url)

@@ -63,18 +63,21 @@ class LivepeerMediaMixin:
         fields: dict[str, str] | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
         as_is: tuple[bytes, str] | None = None,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
     ) -> Any:
         """POST to a batch pipeline (JSON, or multipart ``fields`` + ``files``: name → (filename,
         bytes, content type)) and return its decoded JSON answer, or raise a ``BridgeError``."""
         data: Any
+        extra = headers or {}
         if as_is is not None:  # (body, content type) forwarded untouched
-            headers = {**self._headers, "Content-Type": as_is[1]}
+            headers = {**self._headers, **extra, "Content-Type": as_is[1]}
             data = as_is[0]
         elif json is not None:
-            headers = {**self._headers, "Content-Type": "application/json"}
+            headers = {**self._headers, **extra, "Content-Type": "application/json"}
             data = orjson.dumps(json)
         else:
-            headers = dict(self._headers)
+            headers = {**self._headers, **extra}
             data = aiohttp.FormData(default_to_multipart=True)
             for key, value in (fields or {}).items():
                 data.add_field(key, value)
@@ -91,7 +94,7 @@ class LivepeerMediaMixin:
             raise UpstreamTimeout(
                 f"The Livepeer gateway did not answer {path} within {self.options.request_timeout:g} s."
             ) from None
-        if status != 200:
+        if status not in ok:
             after = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
             raise error_from_response(status, raw, retry_after=after)
         if not raw.strip():
