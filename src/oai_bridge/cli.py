@@ -39,7 +39,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--config", metavar="FILE", help=f"TOML config file (env {CONFIG_ENV})")
     for option in OPTIONS:
-        default = "unset" if option.default in (None, []) else option.default
+        default = "unset" if option.default in (None, [], {}) else option.default
         if option.secret:
             default = "unset"
         p.add_argument(

@@ -88,6 +88,39 @@ def _models(value: Any) -> list[str]:
     return [m.strip() for m in str(value).split(",") if m.strip()]
 
 
+PIPELINES = (
+    "llm",
+    "text-to-image",
+    "image-to-image",
+    "upscale",
+    "image-to-video",
+    "audio-to-text",
+    "segment-anything-2",
+    "image-to-text",
+    "text-to-speech",
+)
+
+
+def _pipelines(value: Any) -> dict[str, str]:
+    """``{"model": "pipeline"}`` (TOML table) or ``"model=pipeline,..."`` (env, flag)."""
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for item in str(value).split(","):
+            if item.strip():
+                model, sep, pipeline = item.partition("=")
+                if not sep:
+                    raise ValueError(f"expected model=pipeline, got {item.strip()!r}")
+                pairs.append((model.strip(), pipeline.strip()))
+    out: dict[str, str] = {}
+    for model, pipeline in pairs:
+        if pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline {pipeline!r} for {model!r} (known: {', '.join(PIPELINES)})")
+        out[str(model)] = str(pipeline)
+    return out
+
+
 def _log_level(value: Any) -> str:
     text = str(value).lower()
     if text not in ("debug", "info", "warning", "error"):
@@ -284,6 +317,7 @@ class Settings(LivepeerTuning):
             raise ConfigError("no Livepeer gateway URL")
         tuning = {f.name: getattr(self, f.name) for f in fields(LivepeerTuning)}
         tuning["models"] = list(self.models)
+        tuning["model_pipelines"] = dict(self.model_pipelines)
         return LivepeerOptions(gateway_url=url, **tuning)
 
     def to_dict(self) -> dict[str, Any]:

@@ -154,6 +154,7 @@ class Model(TypedDict):
     object: Literal["model"]
     created: int
     owned_by: str
+    pipelines: NotRequired[list[str]]  # extension: what the model serves (Livepeer pipeline names)
 
 
 class ModelList(TypedDict):

@@ -100,8 +100,8 @@ def test_serve_against_a_legacy_simulator_with_workers_env_and_config(tmp_path: 
         base = f"http://127.0.0.1:{port}"
         env = {"LIVEPEER_GATEWAY_URL": f"http://127.0.0.1:{sim_port}", "OAI_BRIDGE_WORKERS": "2"}
         with running(["serve", "--config", str(config)], base + "/health", env=env):
-            ids = [m["id"] for m in httpx.get(base + "/v1/models", timeout=10).json()["data"]]
-            assert ids == [MODEL, "my/other-model"]
+            listed = httpx.get(base + "/v1/models", timeout=10).json()["data"]
+            assert [m["id"] for m in listed if m["pipelines"] == ["llm"]] == [MODEL, "my/other-model"]
             for _ in range(4):  # spread over both workers; each detects the legacy API by itself
                 response = chat(base, stream=True)
                 assert response.status_code == 200

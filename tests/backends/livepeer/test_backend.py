@@ -21,8 +21,13 @@ async def test_models_are_discovered_from_network_capabilities() -> None:
     sim = await start_simulator(models=["org/a", "org/b"])
     backend = LivepeerBackend(LivepeerOptions(gateway_url=sim.url, cli_url=sim.url, models=["org/configured"]))
     try:
-        ids = [m["id"] for m in await backend.models()]
-        assert ids == ["org/configured", "org/a", "org/b"]
+        models = await backend.models()
+        ids = [m["id"] for m in models]
+        assert ids[:3] == ["org/configured", "org/a", "org/b"]
+        assert all(m["pipelines"] == ["llm"] for m in models[:3])
+        by_id = {m["id"]: m for m in models}
+        assert by_id["stabilityai/sdxl-turbo"]["pipelines"] == ["image-to-image", "text-to-image"]
+        assert by_id["openai/whisper-large-v3"]["pipelines"] == ["audio-to-text"]
         assert all(m["object"] == "model" and m["owned_by"] == "livepeer" for m in await backend.models())
     finally:
         await backend.aclose()
@@ -33,7 +38,10 @@ async def test_off_chain_capabilities_answer_is_tolerated() -> None:
     sim = await start_simulator(capabilities="offchain")
     backend = LivepeerBackend(LivepeerOptions(gateway_url=sim.url, cli_url=sim.url, models=["org/configured"]))
     try:
-        assert [m["id"] for m in await backend.models()] == ["org/configured"]
+        assert [m["id"] for m in await backend.models() if m["pipelines"] == ["llm"]] == [
+            "org/configured",
+            "meta-llama/Meta-Llama-3.1-8B-Instruct",
+        ]
     finally:
         await backend.aclose()
         await sim.aclose()

@@ -18,10 +18,11 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
-from ...chunks import fold_chunks
+from ...chunks import ChunkBuilder, fold_chunks
 from ...errors import UpstreamError, UpstreamTimeout
 from ...sse import SSEDecoder
-from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
+from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, Usage
+from .media import KNOWN_MODELS, check_kind, pipelines_of
 from .translate import StreamParser, build_request, error_from_response, parse_response
 from .transport import gateway_errors
 from .video_io import LivepeerVideoMixin
@@ -58,6 +59,7 @@ class LivepeerTuning:
     idle_timeout: float = 60.0
     request_timeout: float = 600.0
     discovery_ttl: float = 60.0
+    model_pipelines: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -183,7 +185,30 @@ class LivepeerBackend(LivepeerVideoMixin):
             raise error_from_response(resp.status, body, retry_after=_retry_after(resp.headers.get("Retry-After")))
         return lp, resp
 
+    def _is_captioner(self, request: ChatCompletionRequest) -> bool:
+        """Chat with an image-to-text model is captioning; other non-LLM models are refused."""
+        known = pipelines_of(request.model, self.options.model_pipelines)
+        check_kind(request.model, frozenset({"llm", "image-to-text"}), self.options.model_pipelines, "chat")
+        return "image-to-text" in known
+
+    async def _caption_chunks(
+        self, request: ChatCompletionRequest, include_usage: bool | None
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        text = await self.caption(request)
+        builder = ChunkBuilder(
+            model=request.model,
+            include_usage=request.include_usage if include_usage is None else include_usage,
+            stop=request.stop_sequences,
+        )
+        prompt = sum(len(str(m.content or "").split()) for m in request.messages if isinstance(m.content, str))
+        usage: Usage = {"prompt_tokens": prompt, "completion_tokens": len(text.split()), "total_tokens": 0}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        for chunk in [*builder.text(text), *builder.finish("stop", usage)]:
+            yield chunk
+
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
+        if self._is_captioner(request):
+            return await fold_chunks(self._caption_chunks(request, include_usage=True))
         if self._generation == "form":
             # The legacy non-stream body only has a total token count; its stream has both.
             return await fold_chunks(self._stream(request, include_usage=True))
@@ -229,6 +254,10 @@ class LivepeerBackend(LivepeerVideoMixin):
         opened: tuple[LivepeerRequest, aiohttp.ClientResponse] | None = None,
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Chunks of one streamed answer (``opened``: a response already obtained by ``_open``)."""
+        if opened is None and self._is_captioner(request):
+            async for chunk in self._caption_chunks(request, include_usage):
+                yield chunk
+            return
         lp, resp = opened or await self._open(request, stream=True, timeout=self.options.first_token_timeout)
         parser = StreamParser(
             request=request,
@@ -298,8 +327,15 @@ class LivepeerBackend(LivepeerVideoMixin):
     # ------------------------------------------------------------------ models
 
     async def models(self) -> list[Model]:
-        names = list(dict.fromkeys([*self.options.models, *await self._discover()]))
-        return [{"id": n, "object": "model", "created": self._created, "owned_by": "livepeer"} for n in names]
+        """Chat models (configured and discovered), then the media models with what they serve."""
+        overrides = self.options.model_pipelines
+        names = list(dict.fromkeys([*self.options.models, *await self._discover(), *overrides, *KNOWN_MODELS]))
+        out: list[Model] = []
+        for name in names:
+            model: Model = {"id": name, "object": "model", "created": self._created, "owned_by": "livepeer"}
+            model["pipelines"] = sorted(pipelines_of(name, overrides) or {"llm"})
+            out.append(model)
+        return out
 
     async def _discover(self) -> list[str]:
         """LLM models advertised on the network (``/getNetworkCapabilities``, capability 33)."""

@@ -8,6 +8,7 @@ items): ``resolve_url`` joins it to the gateway, and ``b64_json`` answers are fe
 
 from __future__ import annotations
 
+import base64
 from typing import Any, TypedDict
 
 import orjson
@@ -23,6 +24,7 @@ from ...media import (
     VideoCreateRequest,
     parse_size,
 )
+from ...types import ChatCompletionRequest
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -45,6 +47,40 @@ DEFAULT_MODELS = {
     "image-to-text": "Salesforce/blip-image-captioning-large",
     "text-to-speech": "parler-tts/parler-tts-large-v1",
 }
+
+#: What the gateway's known default models serve; ``model_pipelines`` in the config adds to it.
+KNOWN_MODELS: dict[str, frozenset[str]] = {
+    "stabilityai/sdxl-turbo": frozenset({"text-to-image", "image-to-image"}),
+    "stabilityai/stable-diffusion-x4-upscaler": frozenset({"upscale"}),
+    "stabilityai/stable-video-diffusion-img2vid-xt": frozenset({"image-to-video"}),
+    "openai/whisper-large-v3": frozenset({"audio-to-text"}),
+    "facebook/sam2-hiera-large": frozenset({"segment-anything-2"}),
+    "Salesforce/blip-image-captioning-large": frozenset({"image-to-text"}),
+    "parler-tts/parler-tts-large-v1": frozenset({"text-to-speech"}),
+    "meta-llama/Meta-Llama-3.1-8B-Instruct": frozenset({"llm"}),
+}
+
+
+def pipelines_of(model: str | None, overrides: dict[str, str]) -> frozenset[str]:
+    """The pipelines a model is known to serve (empty: unknown, any endpoint may try it)."""
+    if not model:
+        return frozenset()
+    if model in overrides:
+        return frozenset({overrides[model]})
+    return KNOWN_MODELS.get(model, frozenset())
+
+
+def check_kind(model: str | None, wanted: frozenset[str], overrides: dict[str, str], endpoint: str) -> None:
+    """Refuse a model known to serve other pipelines than the endpoint's."""
+    known = pipelines_of(model, overrides)
+    if known and not known & wanted:
+        raise InvalidRequest(
+            f"The model {model!r} serves {' / '.join(sorted(known))} on the Livepeer network; "
+            f"{endpoint} needs a model for {' / '.join(sorted(wanted))}.",
+            param="model",
+            code="wrong_model_kind",
+        )
+
 
 #: ``TextToImageParams`` fields a client may set through the SDK's ``extra_body``, with their types.
 LIVEPEER_IMAGE_KNOBS: dict[str, type | tuple[type, ...]] = {
@@ -292,3 +328,45 @@ def parse_video_result(body: Any, *, gateway_url: str) -> tuple[str, str | None]
     if not isinstance(images, list) or not images or not isinstance(images[0], dict) or not images[0].get("url"):
         return "failed", "the gateway finished the job without a video"
     return "complete", resolve_url(str(images[0]["url"]), gateway_url)
+
+
+# --------------------------------------------------------------------------- vision
+
+
+def vision_parts(request: ChatCompletionRequest) -> tuple[str, str]:
+    """A chat for an image-to-text model → (image URL, prompt): the last user message's one
+    ``image_url`` part, and its text parts as the conditioning prompt (BLIP captions, it does not chat)."""
+    for index in range(len(request.messages) - 1, -1, -1):
+        message = request.messages[index]
+        if message.role != "user":
+            continue
+        parts = message.content if isinstance(message.content, list) else []
+        images = [p for p in parts if p.get("type") == "image_url"]
+        if len(images) != 1:
+            raise InvalidRequest(
+                "An image-to-text model needs exactly one image_url part in the last user message.",
+                param=f"messages[{index}].content",
+                code="invalid_value",
+            )
+        ref = images[0].get("image_url")
+        url = ref.get("url") if isinstance(ref, dict) else ref
+        if not isinstance(url, str) or not url.startswith(("data:", "http://", "https://")):
+            raise InvalidRequest(
+                "image_url must be a data: URL or an http(s) URL.",
+                param=f"messages[{index}].content",
+                code="invalid_value",
+            )
+        texts = [p["text"] for p in parts if p.get("type") == "text" and isinstance(p.get("text"), str)]
+        return url, " ".join(t.strip() for t in texts if t.strip())
+    raise InvalidRequest("An image-to-text model needs a user message with an image.", param="messages")
+
+
+def decode_data_url(url: str) -> tuple[bytes, str]:
+    """``data:image/png;base64,...`` → (bytes, media type)."""
+    head, sep, payload = url.partition(",")
+    if not sep or ";base64" not in head:
+        raise InvalidRequest("image_url data URLs must be base64 encoded.", param="messages", code="invalid_value")
+    try:
+        return base64.b64decode(payload, validate=True), head[5:].split(";")[0] or "application/octet-stream"
+    except ValueError:
+        raise InvalidRequest("image_url holds invalid base64.", param="messages", code="invalid_value") from None

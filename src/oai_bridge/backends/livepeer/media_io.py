@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...errors import NotFound, UpstreamError, UpstreamTimeout
+from ...errors import BridgeError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from ...media import (
     AudioResult,
     ImageData,
@@ -26,9 +26,12 @@ from ...media import (
     TranscriptionRequest,
     wav_to_pcm,
 )
+from ...types import ChatCompletionRequest
 from .media import (
     PASSTHROUGH_PIPELINES,
     audio_to_text_fields,
+    check_kind,
+    decode_data_url,
     image_edit_fields,
     parse_audio_url,
     parse_images,
@@ -36,6 +39,7 @@ from .media import (
     resolve_urls,
     text_to_image_body,
     text_to_speech_body,
+    vision_parts,
 )
 from .translate import error_from_response
 from .transport import gateway_errors
@@ -124,11 +128,16 @@ class LivepeerMediaMixin:
         except TimeoutError:
             raise UpstreamTimeout("Fetching generated media from the Livepeer gateway timed out.") from None
 
+    def _check_kind(self, model: str | None, *pipelines: str, endpoint: str) -> None:
+        check_kind(model, frozenset(pipelines), self.options.model_pipelines, endpoint)
+
     async def generate_images(self, request: ImageGenerationRequest) -> ImagesResponse:
+        self._check_kind(request.model, "text-to-image", endpoint="/v1/images/generations")
         answer = await self._post_pipeline("/text-to-image", json=text_to_image_body(request))
         return await self._images_response(answer, b64=request.wants_b64)
 
     async def edit_images(self, request: ImageEditRequest) -> ImagesResponse:
+        self._check_kind(request.model, "image-to-image", "upscale", endpoint="/v1/images/edits")
         path, fields = image_edit_fields(request)
         answer = await self._post_pipeline(
             path, fields=fields, files={"image": (request.filename, request.image, request.content_type)}
@@ -150,6 +159,7 @@ class LivepeerMediaMixin:
         return {"created": int(time.time()), "data": data}
 
     async def transcribe(self, request: TranscriptionRequest) -> Transcript:
+        self._check_kind(request.model, "audio-to-text", endpoint="/v1/audio/transcriptions")
         answer = await self._post_pipeline(
             "/audio-to-text",
             fields=audio_to_text_fields(request),
@@ -158,6 +168,7 @@ class LivepeerMediaMixin:
         return parse_transcript(answer, request=request)
 
     async def speech(self, request: SpeechRequest) -> AudioResult:
+        self._check_kind(request.model, "text-to-speech", endpoint="/v1/audio/speech")
         answer = await self._post_pipeline("/text-to-speech", json=text_to_speech_body(request))
         wav = await self.fetch_media(parse_audio_url(answer, gateway_url=str(self.options.gateway_url)))
         if request.response_format == "pcm":
@@ -177,3 +188,39 @@ class LivepeerMediaMixin:
             )
         answer = await self._post_pipeline("/" + pipeline, as_is=(body, content_type))
         return resolve_urls(answer, str(self.options.gateway_url))
+
+    async def caption(self, request: ChatCompletionRequest) -> str:
+        """A chat for an image-to-text model: the caption of its image."""
+        url, prompt = vision_parts(request)
+        if url.startswith("data:"):
+            image, content_type = decode_data_url(url)
+        else:
+            image, content_type = await self._fetch_user_image(url)
+        fields = {"model_id": str(request.model)}
+        if prompt:
+            fields["prompt"] = prompt
+        answer = await self._post_pipeline(
+            "/image-to-text", fields=fields, files={"image": ("image", image, content_type)}
+        )
+        text = answer.get("text") if isinstance(answer, dict) else None
+        if not isinstance(text, str):
+            raise UpstreamError("The Livepeer gateway answered /image-to-text without a text.")
+        return text
+
+    async def _fetch_user_image(self, url: str) -> tuple[bytes, str]:
+        """An image the client linked to (no gateway credentials are sent; size-limited)."""
+        limit = 50 << 20  # the image-to-text runner's own limit
+        try:
+            async with asyncio.timeout(MEDIA_FETCH_TIMEOUT):
+                async with self._http().get(url) as resp:
+                    if resp.status != 200:
+                        raise InvalidRequest(
+                            f"The image_url could not be fetched (HTTP {resp.status}).", param="messages"
+                        )
+                    data = await resp.content.read(limit + 1)
+                    content_type = resp.headers.get("Content-Type", "application/octet-stream")
+        except (TimeoutError, aiohttp.ClientError):
+            raise InvalidRequest("The image_url could not be fetched.", param="messages") from None
+        if len(data) > limit:
+            raise BridgeError("The image_url is larger than 50 MB.", status=413, code="request_too_large")
+        return data, content_type

@@ -42,6 +42,7 @@ class LivepeerVideoMixin(LivepeerMediaMixin):
         return self._video_jobs
 
     async def create_video(self, request: VideoCreateRequest) -> Video:
+        self._check_kind(request.model, "image-to-video", endpoint="/v1/videos")
         answer = await self._post_pipeline(
             "/image-to-video",
             fields=image_to_video_fields(request),

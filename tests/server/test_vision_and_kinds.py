@@ -1,0 +1,72 @@
+"""Vision in chat (an image-to-text model captions the image) and models used on the wrong endpoint."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import openai
+import pytest
+from livestack import Stack
+
+from oai_bridge.simulators.livepeer_media import make_png, make_wav
+
+pytestmark = pytest.mark.sdk
+
+BLIP = "Salesforce/blip-image-captioning-large"
+PNG_URL = "data:image/png;base64," + base64.b64encode(make_png(320, 200)).decode()
+VISION = [
+    {
+        "role": "user",
+        "content": [{"type": "text", "text": "a photo of"}, {"type": "image_url", "image_url": {"url": PNG_URL}}],
+    }
+]
+
+
+@pytest.fixture
+def oai(stack: Stack) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0
+    ) as client:
+        yield client
+
+
+def test_vision_chat_non_stream(oai: openai.OpenAI, stack: Stack) -> None:
+    result = oai.chat.completions.create(model=BLIP, messages=VISION)  # type: ignore[arg-type]
+    assert result.choices[0].message.content == "a photo of a simulated caption of a 320x200 image"
+    assert result.choices[0].finish_reason == "stop"
+    sent = [r for r in stack.llm_requests() if r.get("path") == "/image-to-text"][-1]
+    assert sent["form"] == {"model_id": BLIP, "prompt": "a photo of"}
+
+
+def test_vision_chat_stream(oai: openai.OpenAI) -> None:
+    with oai.chat.completions.stream(model=BLIP, messages=VISION) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "a photo of a simulated caption of a 320x200 image"
+    assert final.choices[0].message.role == "assistant"
+
+
+def test_vision_needs_one_image(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model=BLIP, messages=[{"role": "user", "content": "no image here"}])
+    assert info.value.body["param"] == "messages[0].content"  # type: ignore[index]
+
+
+def test_models_on_the_wrong_endpoint_are_400(oai: openai.OpenAI, stack: Stack) -> None:
+    before = len(stack.llm_requests())
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model="stabilityai/sdxl-turbo", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body == {  # type: ignore[comparison-overlap]
+        "message": "The model 'stabilityai/sdxl-turbo' serves image-to-image / text-to-image on the Livepeer "
+        "network; chat needs a model for image-to-text / llm.",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "wrong_model_kind",
+    }
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.images.generate(prompt="x", model="openai/whisper-large-v3")
+    assert info.value.body["code"] == "wrong_model_kind"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.audio.transcriptions.create(model=BLIP, file=("a.wav", make_wav(2.0), "audio/wav"))
+    assert info.value.body["code"] == "wrong_model_kind"  # type: ignore[index]
+    assert len(stack.llm_requests()) == before
