@@ -237,3 +237,62 @@ def test_passthrough_route_for_pipelines_without_an_openai_twin(json_stack: Stac
         json_stack.base_url + "/livepeer/text-to-image", json={"prompt": "x [[sim fault=refuse]]"}, timeout=10
     )
     assert response.status_code == 503 and response.json()["error"]["type"] == "service_unavailable_error"
+
+
+def _error(message: str, type_: str, code: str) -> dict[str, object]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "body"),
+    [
+        (
+            "refuse",
+            503,
+            _error(
+                "The Livepeer gateway has no orchestrator available for this model right now "
+                "(Service Unavailable Error).",
+                "service_unavailable_error",
+                "upstream_unavailable",
+            ),
+        ),
+        (
+            "masked500",
+            502,
+            _error(
+                "The Livepeer gateway failed (HTTP 500: Internal Server Error); the gateway masks the cause, "
+                "which is often an orchestrator or runner error.",
+                "server_error",
+                "upstream_error",
+            ),
+        ),
+        (
+            'bad400 msg="unknown lora"',
+            400,
+            _error(
+                "The Livepeer gateway rejected the request: unknown lora", "invalid_request_error", "upstream_rejected"
+            ),
+        ),
+        (
+            "close",
+            503,
+            _error(
+                "The Livepeer gateway closed the connection without answering (this is how gateways since "
+                "v0.8.7 report that no orchestrator serves the model).",
+                "service_unavailable_error",
+                "no_orchestrator",
+            ),
+        ),
+        (
+            "empty200",
+            502,
+            _error("The Livepeer gateway answered 200 with an empty body.", "server_error", "upstream_error"),
+        ),
+    ],
+)
+def test_media_faults_exact_status_and_body(json_stack: Stack, fault: str, status: int, body: object) -> None:
+    response = httpx.post(
+        json_stack.base_url + "/images/generations", json={"prompt": f"x [[sim fault={fault}]]"}, timeout=10
+    )
+    assert response.status_code == status
+    assert response.json() == body
