@@ -121,6 +121,13 @@ def _pipelines(value: Any) -> dict[str, str]:
     return out
 
 
+def _vision(value: Any) -> str:
+    text = str(value)
+    if text not in ("off", "caption"):
+        raise ValueError(f"expected off or caption, got {text!r}")
+    return text
+
+
 def _log_level(value: Any) -> str:
     text = str(value).lower()
     if text not in ("debug", "info", "warning", "error"):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from livestack import Stack
+from livestack import Stack, start_stack
 
 from oai_bridge.simulators.livepeer_media import make_png, make_wav
 
@@ -70,3 +70,32 @@ def test_models_on_the_wrong_endpoint_are_400(oai: openai.OpenAI, stack: Stack) 
         oai.audio.transcriptions.create(model=BLIP, file=("a.wav", make_wav(2.0), "audio/wav"))
     assert info.value.body["code"] == "wrong_model_kind"  # type: ignore[index]
     assert len(stack.llm_requests()) == before
+
+
+@pytest.fixture(scope="module")
+def caption_stack() -> Iterator[Stack]:
+    stack = start_stack("json", vision="caption")
+    yield stack
+    stack.stop()
+
+
+def test_caption_mode_inlines_image_captions_for_an_llm(caption_stack: Stack) -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": PNG_URL}},
+            ],
+        }
+    ]
+    with openai.OpenAI(
+        base_url=caption_stack.base_url, api_key="x", _strict_response_validation=True, max_retries=0
+    ) as client:
+        result = client.chat.completions.create(model="meta-llama/Meta-Llama-3.1-8B-Instruct", messages=messages)  # type: ignore[arg-type]
+    sent = [r for r in caption_stack.llm_requests() if r.get("json") and "messages" in r["json"]][-1]["json"]
+    inlined = "What is in this picture?\n[Image: a simulated caption of a 320x200 image]"
+    assert sent["messages"] == [{"role": "user", "content": inlined}]
+    assert result.choices[0].message.content == "Simulated reply to: " + " ".join(inlined.split())
+    captioned = [r for r in caption_stack.llm_requests() if r.get("path") == "/image-to-text"][-1]
+    assert captioned["form"] == {"model_id": BLIP}

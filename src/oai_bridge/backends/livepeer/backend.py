@@ -60,6 +60,8 @@ class LivepeerTuning:
     request_timeout: float = 600.0
     discovery_ttl: float = 60.0
     model_pipelines: dict[str, str] = field(default_factory=dict)
+    vision: Literal["off", "caption"] = "off"
+    vision_model: str = "Salesforce/blip-image-captioning-large"
 
 
 @dataclass(kw_only=True)
@@ -209,6 +211,8 @@ class LivepeerBackend(LivepeerVideoMixin):
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         if self._is_captioner(request):
             return await fold_chunks(self._caption_chunks(request, include_usage=True))
+        if self.options.vision == "caption":
+            request = await self.with_captions(request)
         if self._generation == "form":
             # The legacy non-stream body only has a total token count; its stream has both.
             return await fold_chunks(self._stream(request, include_usage=True))
@@ -258,6 +262,8 @@ class LivepeerBackend(LivepeerVideoMixin):
             async for chunk in self._caption_chunks(request, include_usage):
                 yield chunk
             return
+        if opened is None and self.options.vision == "caption":
+            request = await self.with_captions(request)
         lp, resp = opened or await self._open(request, stream=True, timeout=self.options.first_token_timeout)
         parser = StreamParser(
             request=request,

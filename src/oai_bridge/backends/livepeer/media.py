@@ -370,3 +370,38 @@ def decode_data_url(url: str) -> tuple[bytes, str]:
         return base64.b64decode(payload, validate=True), head[5:].split(";")[0] or "application/octet-stream"
     except ValueError:
         raise InvalidRequest("image_url holds invalid base64.", param="messages", code="invalid_value") from None
+
+
+def image_parts(request: ChatCompletionRequest) -> list[tuple[int, int, str]]:
+    """Every ``image_url`` part of a chat: (message index, part index, URL)."""
+    found: list[tuple[int, int, str]] = []
+    for i, message in enumerate(request.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            if part.get("type") == "image_url":
+                ref = part.get("image_url")
+                url = ref.get("url") if isinstance(ref, dict) else ref
+                if not isinstance(url, str) or not url.startswith(("data:", "http://", "https://")):
+                    raise InvalidRequest(
+                        "image_url must be a data: URL or an http(s) URL.",
+                        param=f"messages[{i}].content[{j}]",
+                        code="invalid_value",
+                    )
+                found.append((i, j, url))
+    return found
+
+
+def inline_captions(request: ChatCompletionRequest, captions: dict[tuple[int, int], str]) -> ChatCompletionRequest:
+    """The chat with each image part replaced by a text part holding the image's caption
+    (``vision = "caption"``: an LLM that cannot see gets told what the image shows)."""
+    messages = []
+    for i, message in enumerate(request.messages):
+        if isinstance(message.content, list) and any((i, j) in captions for j in range(len(message.content))):
+            parts = [
+                {"type": "text", "text": f"[Image: {captions[(i, j)]}]"} if (i, j) in captions else part
+                for j, part in enumerate(message.content)
+            ]
+            message = message.model_copy(update={"content": parts})
+        messages.append(message)
+    return request.model_copy(update={"messages": messages})

@@ -33,6 +33,8 @@ from .media import (
     check_kind,
     decode_data_url,
     image_edit_fields,
+    image_parts,
+    inline_captions,
     parse_audio_url,
     parse_images,
     parse_transcript,
@@ -192,11 +194,22 @@ class LivepeerMediaMixin:
     async def caption(self, request: ChatCompletionRequest) -> str:
         """A chat for an image-to-text model: the caption of its image."""
         url, prompt = vision_parts(request)
+        return await self._caption_url(url, prompt, str(request.model))
+
+    async def with_captions(self, request: ChatCompletionRequest) -> ChatCompletionRequest:
+        """``vision = "caption"``: every image of the chat captioned by ``vision_model`` and inlined."""
+        found = image_parts(request)
+        if not found:
+            return request
+        captions = await asyncio.gather(*(self._caption_url(url, "", self.options.vision_model) for _, _, url in found))
+        return inline_captions(request, {(i, j): text for (i, j, _), text in zip(found, captions, strict=True)})
+
+    async def _caption_url(self, url: str, prompt: str, model: str) -> str:
         if url.startswith("data:"):
             image, content_type = decode_data_url(url)
         else:
             image, content_type = await self._fetch_user_image(url)
-        fields = {"model_id": str(request.model)}
+        fields = {"model_id": model}
         if prompt:
             fields["prompt"] = prompt
         answer = await self._post_pipeline(
