@@ -68,8 +68,13 @@ def test_images_bad_size_never_reaches_the_gateway(oai: openai.OpenAI, json_stac
     before = len(media_requests(json_stack, "/text-to-image"))
     with pytest.raises(openai.BadRequestError) as info:
         oai.images.generate(prompt="x", size="1000x1001")  # type: ignore[arg-type]
-    assert info.value.body["param"] == "size"  # type: ignore[index]
-    assert info.value.body["code"] == "invalid_value"  # type: ignore[index]
+    assert info.value.body == {  # type: ignore[comparison-overlap]
+        "message": "Invalid size '1000x1001': use 'WIDTHxHEIGHT' with each side from 64 to 2048 pixels and a "
+        "multiple of 8 (e.g. '1024x1024'), or 'auto'.",
+        "type": "invalid_request_error",
+        "param": "size",
+        "code": "invalid_value",
+    }
     assert len(media_requests(json_stack, "/text-to-image")) == before
 
 
@@ -166,10 +171,24 @@ def test_oversized_and_malformed_uploads(small_upload_stack: Stack) -> None:
     big = make_wav(5.0)  # 160 kB > 50 kB
     response = httpx.post(url, files={"file": ("a.wav", big, "audio/wav")}, data={"model": "whisper-1"}, timeout=10)
     assert response.status_code == 413
-    assert orjson.loads(response.content)["error"]["code"] == "request_too_large"
+    assert orjson.loads(response.content) == {
+        "error": {
+            "message": "The request body is larger than 50000 bytes.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_too_large",
+        }
+    }
     response = httpx.post(url, json={"model": "whisper-1"}, timeout=10)
     assert response.status_code == 400
-    assert orjson.loads(response.content)["error"]["code"] == "invalid_content_type"
+    assert orjson.loads(response.content) == {
+        "error": {
+            "message": "This endpoint takes multipart/form-data.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_content_type",
+        }
+    }
     response = httpx.post(url, files={"other": ("a.wav", b"x", "audio/wav")}, data={"model": "whisper-1"}, timeout=10)
     assert response.status_code == 400
     assert orjson.loads(response.content)["error"] == {

@@ -62,7 +62,12 @@ def test_video_needs_an_input_image_and_a_known_id(oai: openai.OpenAI, json_stac
     before = len([r for r in json_stack.llm_requests() if r.get("path") == "/image-to-video"])
     with pytest.raises(openai.BadRequestError) as info:
         oai.videos.create(prompt="no image")
-    assert info.value.body["param"] == "input_reference"  # type: ignore[index]
+    assert info.value.body == {  # type: ignore[comparison-overlap]
+        "message": "The Livepeer network only makes videos from an image: send one as 'input_reference'.",
+        "type": "invalid_request_error",
+        "param": "input_reference",
+        "code": "missing_required_parameter",
+    }
     assert len([r for r in json_stack.llm_requests() if r.get("path") == "/image-to-video"]) == before
     with pytest.raises(openai.NotFoundError):
         oai.videos.retrieve("video_unknown")

@@ -52,7 +52,7 @@ class ClientGone(Exception):
 
 
 def too_large(limit: int) -> BridgeError:
-    return BridgeError(f"The request body is larger than {limit} bytes.", status=413, code="request_too_large")
+    return InvalidRequest(f"The request body is larger than {limit} bytes.", status=413, code="request_too_large")
 
 
 async def read_body(scope: Mapping[str, Any], receive: Any, limit: int) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...errors import BridgeError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
+from ...errors import InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from ...media import (
     AudioResult,
     ImageData,
@@ -235,5 +235,5 @@ class LivepeerMediaMixin:
         except (TimeoutError, aiohttp.ClientError):
             raise InvalidRequest("The image_url could not be fetched.", param="messages") from None
         if len(data) > limit:
-            raise BridgeError("The image_url is larger than 50 MB.", status=413, code="request_too_large")
+            raise InvalidRequest("The image_url is larger than 50 MB.", status=413, code="request_too_large")
         return data, content_type
