@@ -153,10 +153,29 @@ def test_speech_pcm_is_the_raw_samples(oai: openai.OpenAI) -> None:
         assert pcm == wav.readframes(wav.getnframes())
 
 
-def test_speech_formats_without_an_encoder_are_400(oai: openai.OpenAI) -> None:
+def test_speech_aac_is_400(oai: openai.OpenAI, json_stack: Stack) -> None:
+    before = len(media_requests(json_stack, "/text-to-speech"))
     with pytest.raises(openai.BadRequestError) as info:
-        oai.audio.speech.create(model="tts-1", voice="alloy", input="Hi", response_format="mp3")
+        oai.audio.speech.create(model="tts-1", voice="alloy", input="Hi", response_format="aac")
     assert info.value.body["param"] == "response_format"  # type: ignore[index]
+    assert info.value.body["code"] == "unsupported_value"  # type: ignore[index]
+    assert len(media_requests(json_stack, "/text-to-speech")) == before
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"), [("mp3", "audio/mpeg"), ("flac", "audio/flac"), ("opus", "audio/ogg")]
+)
+def test_speech_encoded_formats(oai: openai.OpenAI, fmt: str, content_type: str) -> None:
+    soundfile = pytest.importorskip("soundfile", reason="the optional 'audio' extra is not installed here")
+    response = oai.audio.speech.with_raw_response.create(
+        model="tts-1",
+        voice="alloy",
+        input="Encoded speech",
+        response_format=fmt,  # type: ignore[arg-type]
+    )
+    assert response.headers["content-type"] == content_type
+    data, rate = soundfile.read(io.BytesIO(response.content))
+    assert rate == 16000 and len(data) > 0
 
 
 @pytest.fixture(scope="module")

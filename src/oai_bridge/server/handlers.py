@@ -201,26 +201,17 @@ async def image_generations(request: Request) -> Response:
     return json_response(await backend.generate_images(images), request)
 
 
-NO_ENCODER_FORMATS = ("mp3", "opus", "aac", "flac")
-
-
 async def audio_speech(request: Request) -> Response:
     """``POST /v1/audio/speech``: the audio bytes (WAV unless ``pcm`` is asked for)."""
     ctx = _ctx(request)
     body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
     speech = validated(SpeechRequest, parse_json(body))
-    if speech.response_format in NO_ENCODER_FORMATS:
-        raise InvalidRequest(
-            f"response_format {speech.response_format!r} is not available: the Livepeer text-to-speech "
-            "pipeline makes WAV audio and this bridge has no encoder for other formats; use 'wav' or 'pcm'.",
-            param="response_format",
-            code="unsupported_value",
-        )
     backend = ctx.router.route(speech.model or "")
     if not isinstance(backend, SpeechSynthesis):
         raise InvalidRequest(f"The backend for model {speech.model!r} cannot synthesise speech.", param="model")
     audio = await backend.speech(speech)
-    return Response(audio["data"], media_type=audio["content_type"], headers={"x-request-id": request.state.request_id})
+    data, media_type = audio["data"], audio["content_type"]
+    return Response(data, media_type=media_type, headers={"x-request-id": request.state.request_id})
 
 
 async def _form(request: Request, limit: int) -> FormData:

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ... import audio_codec
 from ...errors import InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from ...media import (
     AudioResult,
@@ -171,15 +172,32 @@ class LivepeerMediaMixin:
 
     async def speech(self, request: SpeechRequest) -> AudioResult:
         self._check_kind(request.model, "text-to-speech", endpoint="/v1/audio/speech")
+        wanted = request.response_format or "wav"
+        if wanted not in ("wav", "pcm") and not audio_codec.available(wanted):
+            raise InvalidRequest(
+                f"response_format {wanted!r} is not available: the Livepeer text-to-speech pipeline makes WAV "
+                "audio; this bridge returns wav and pcm always, and mp3, opus and flac with the optional "
+                "'audio' extra installed (there is no AAC encoder).",
+                param="response_format",
+                code="unsupported_value",
+            )
         answer = await self._post_pipeline("/text-to-speech", json=text_to_speech_body(request))
         wav = await self.fetch_media(parse_audio_url(answer, gateway_url=str(self.options.gateway_url)))
-        if request.response_format == "pcm":
+        if wanted == "wav":
+            return {"data": wav, "content_type": "audio/wav"}
+        if wanted == "pcm":
             try:
                 pcm, rate = wav_to_pcm(wav)
             except ValueError:
                 raise UpstreamError("The Livepeer gateway's audio is not a PCM WAV file.") from None
             return {"data": pcm, "content_type": f"audio/pcm;rate={rate}"}
-        return {"data": wav, "content_type": "audio/wav"}
+        try:
+            data, content_type = await asyncio.to_thread(audio_codec.encode, wav, wanted)
+        except audio_codec.EncoderUnavailable as exc:
+            raise InvalidRequest(
+                f"response_format {wanted!r}: {exc}.", param="response_format", code="unsupported_value"
+            ) from None
+        return {"data": data, "content_type": content_type}
 
     async def passthrough(self, pipeline: str, body: bytes, content_type: str) -> Any:
         """The body as the client sent it, to ``/{pipeline}``; the answer with absolute media URLs."""
