@@ -334,3 +334,20 @@ def test_media_faults_exact_status_and_body(json_stack: Stack, fault: str, statu
     )
     assert response.status_code == status
     assert response.json() == body
+
+
+@pytest.fixture(scope="module")
+def impatient_stack() -> Iterator[Stack]:
+    stack = start_stack("json", request_timeout=0.5)
+    yield stack
+    stack.stop()
+
+
+def test_slow_pipeline_is_504(impatient_stack: Stack) -> None:
+    response = httpx.post(
+        impatient_stack.base_url + "/images/generations", json={"prompt": "x [[sim delay=5]]"}, timeout=10
+    )
+    assert response.status_code == 504
+    assert response.json() == _error(
+        "The Livepeer gateway did not answer /text-to-image within 0.5 s.", "timeout_error", "upstream_timeout"
+    )
