@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backends.livepeer import LivepeerOptions, LivepeerTuning
+from .backends.livepeer.media import PIPELINES
 
 __all__ = ["OPTIONS", "ConfigError", "Option", "Settings", "load_settings"]
 
@@ -86,19 +87,6 @@ def _models(value: Any) -> list[str]:
     if isinstance(value, list):
         return [str(v) for v in value if str(v).strip()]
     return [m.strip() for m in str(value).split(",") if m.strip()]
-
-
-PIPELINES = (
-    "llm",
-    "text-to-image",
-    "image-to-image",
-    "upscale",
-    "image-to-video",
-    "audio-to-text",
-    "segment-anything-2",
-    "image-to-text",
-    "text-to-speech",
-)
 
 
 def _pipelines(value: Any) -> dict[str, str]:

@@ -18,52 +18,49 @@ _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 MIN_SIDE, MAX_SIDE = 64, 2048
 
 
-class ImageGenerationRequest(BaseModel):
+class ImageOptions(BaseModel):
+    """What image generations and edits share: the prompt, how many, how big, in what form."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    n: int | None = Field(default=None, ge=1, le=10)
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+
+    @property
+    def count(self) -> int:
+        return self.n or 1
+
+    @property
+    def wants_b64(self) -> bool:
+        return self.response_format == "b64_json"
+
+
+class ImageGenerationRequest(ImageOptions):
     """``POST /v1/images/generations``. Backend-specific knobs (Livepeer's ``negative_prompt``,
     ``guidance_scale``, ``num_inference_steps``, ``seed``, ``loras``, ``safety_check``) arrive as
     extra keys (the SDK's ``extra_body``)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    prompt: str = Field(min_length=1)
-    model: str | None = None
-    n: int | None = Field(default=None, ge=1, le=10)
-    size: str | None = None
-    response_format: Literal["url", "b64_json"] | None = None
     quality: str | None = None
     style: str | None = None
     user: str | None = None
 
-    @property
-    def count(self) -> int:
-        return self.n or 1
 
-    @property
-    def wants_b64(self) -> bool:
-        return self.response_format == "b64_json"
-
-
-class ImageEditRequest(BaseModel):
-    """``POST /v1/images/edits`` (multipart): the form fields, and the one input image's bytes."""
+class Upload(BaseModel):
+    """A multipart request: its one uploaded file, and its other fields (extras allowed)."""
 
     model_config = ConfigDict(extra="allow")
 
-    image: bytes
+    file: bytes
     filename: str
     content_type: str
-    prompt: str = Field(min_length=1)
     model: str | None = None
-    n: int | None = Field(default=None, ge=1, le=10)
-    size: str | None = None
-    response_format: Literal["url", "b64_json"] | None = None
 
-    @property
-    def count(self) -> int:
-        return self.n or 1
 
-    @property
-    def wants_b64(self) -> bool:
-        return self.response_format == "b64_json"
+class ImageEditRequest(ImageOptions, Upload):
+    """``POST /v1/images/edits``: the input image is ``file``."""
 
 
 class ImageData(TypedDict):
@@ -189,15 +186,9 @@ class SpeechRequest(BaseModel):
     speed: float | None = Field(default=None, ge=0.25, le=4.0)
 
 
-class TranscriptionRequest(BaseModel):
-    """``POST /v1/audio/transcriptions`` (multipart): the form fields, and the file's bytes."""
+class TranscriptionRequest(Upload):
+    """``POST /v1/audio/transcriptions``: the audio is ``file``."""
 
-    model_config = ConfigDict(extra="allow")
-
-    audio: bytes
-    filename: str
-    content_type: str
-    model: str | None = None
     language: str | None = None
     prompt: str | None = None
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
@@ -229,16 +220,10 @@ def wav_to_pcm(data: bytes) -> tuple[bytes, int]:
 VIDEO_SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
 
 
-class VideoCreateRequest(BaseModel):
-    """``POST /v1/videos`` (multipart): the fields and the ``input_reference`` image."""
+class VideoCreateRequest(Upload):
+    """``POST /v1/videos``: the ``input_reference`` image is ``file``."""
 
-    model_config = ConfigDict(extra="allow")
-
-    image: bytes
-    filename: str
-    content_type: str
     prompt: str | None = None
-    model: str | None = None
     seconds: str | None = None
     size: Literal["720x1280", "1280x720", "1024x1792", "1792x1024"] | None = None
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import openai
 import uvicorn
 
 from oai_bridge.config import Settings
@@ -99,3 +101,12 @@ def start_stack(api: str = "json", **settings: Any) -> Stack:
         api=api,
         thread=thread,
     )
+
+
+@contextmanager
+def sdk_client(stack: Stack) -> Iterator[openai.OpenAI]:
+    """The real openai SDK, validating every response strictly, not retrying."""
+    with openai.OpenAI(
+        base_url=stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0
+    ) as client:
+        yield client

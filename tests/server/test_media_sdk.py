@@ -12,7 +12,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from livestack import Stack, start_stack
+from livestack import Stack, sdk_client, start_stack
 
 from oai_bridge.simulators.livepeer_media import make_png, make_wav, png_size, transcript
 
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.sdk
 
 @pytest.fixture
 def oai(json_stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=json_stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0
-    ) as client:
+    with sdk_client(json_stack) as client:
         yield client
 
 

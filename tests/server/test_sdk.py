@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from livestack import MODEL, Stack
+from livestack import MODEL, Stack, sdk_client
 
 from oai_bridge.simulators.livepeer import prompt_tokens, reply_tokens
 
@@ -23,9 +23,7 @@ MESSAGES = [
 
 @pytest.fixture
 def oai(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0
-    ) as client:
+    with sdk_client(stack) as client:
         yield client
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from livestack import Stack
+from livestack import Stack, sdk_client
 
 from oai_bridge.simulators.livepeer_media import is_mp4, make_png
 
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning"
 
 @pytest.fixture
 def oai(json_stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=json_stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0
-    ) as client:
+    with sdk_client(json_stack) as client:
         yield client
 
 

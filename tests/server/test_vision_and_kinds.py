@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from livestack import Stack, start_stack
+from livestack import Stack, sdk_client, start_stack
 
 from oai_bridge.simulators.livepeer_media import make_png, make_wav
 
@@ -25,9 +25,7 @@ VISION = [
 
 @pytest.fixture
 def oai(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=stack.base_url, api_key="sk-test", _strict_response_validation=True, max_retries=0
-    ) as client:
+    with sdk_client(stack) as client:
         yield client
 
 

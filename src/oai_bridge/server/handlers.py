@@ -33,6 +33,7 @@ from ..media import (
     ImageGenerationRequest,
     SpeechRequest,
     TranscriptionRequest,
+    Upload,
     VideoCreateRequest,
     format_transcript,
 )
@@ -45,6 +46,7 @@ log = logging.getLogger("oai_bridge.server")
 
 JSON = "application/json"
 T = TypeVar("T", bound=BaseModel)
+U = TypeVar("U", bound=Upload)
 
 
 class ClientGone(Exception):
@@ -227,35 +229,46 @@ async def _form(request: Request, limit: int) -> FormData:
         raise InvalidRequest(f"The multipart body is malformed: {exc.message}", code="invalid_multipart") from None
 
 
-async def _upload(form: FormData, name: str, limit: int) -> tuple[bytes, str, str]:
-    upload = form.get(name)
-    if not isinstance(upload, UploadFile):
-        raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise too_large(limit)
-    return data, upload.filename or name, upload.content_type or "application/octet-stream"
+async def multipart_job(request: Request, model: type[U], names: tuple[str, ...], *, lists: tuple[str, ...] = ()) -> U:
+    """A multipart request as ``model``: exactly one file (under the first of ``names`` present,
+    e.g. ``image`` or ``image[]``), the string fields, and ``lists`` collected from ``key[]`` parts.
+    Uploads are spooled to private temporary files, removed when the form is closed."""
+    limit = _ctx(request).settings.max_upload_bytes
+    form = await _form(request, limit)
+    try:
+        name = next((n for n in names if n in form), names[0])
+        uploads = form.getlist(name)
+        if not uploads or not isinstance(uploads[0], UploadFile):
+            raise InvalidRequest(
+                f"Missing required parameter: '{names[0]}'.", param=names[0], code="missing_required_parameter"
+            )
+        if len(uploads) > 1:
+            raise InvalidRequest(
+                f"Send one file as '{names[0]}': the Livepeer pipeline takes one.",
+                param=names[0],
+                code="unsupported_value",
+            )
+        upload = uploads[0]
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise too_large(limit)
+        fields: dict[str, Any] = {k: v for k, v in form.multi_items() if isinstance(v, str) and not k.endswith("[]")}
+        for key in lists:
+            fields[key] = form.getlist(key + "[]") + form.getlist(key)
+        fields.update(
+            file=data,
+            filename=upload.filename or names[0],
+            content_type=upload.content_type or "application/octet-stream",
+        )
+        return validated(model, fields, strict=False)
+    finally:
+        await form.close()
 
 
 async def audio_transcriptions(request: Request) -> Response:
     """``POST /v1/audio/transcriptions`` (multipart)."""
     ctx = _ctx(request)
-    limit = ctx.settings.max_upload_bytes
-    form = await _form(request, limit)
-    try:
-        audio, filename, content_type = await _upload(form, "file", limit)
-        fields: dict[str, Any] = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-        fields["timestamp_granularities"] = form.getlist("timestamp_granularities[]") + form.getlist(
-            "timestamp_granularities"
-        )
-        fields.pop("timestamp_granularities[]", None)
-        job = validated(
-            TranscriptionRequest,
-            {**fields, "audio": audio, "filename": filename, "content_type": content_type},
-            strict=False,
-        )
-    finally:
-        await form.close()
+    job = await multipart_job(request, TranscriptionRequest, ("file",), lists=("timestamp_granularities",))
     backend = ctx.router.route(job.model or "")
     if not isinstance(backend, Transcription):
         raise InvalidRequest(f"The backend for model {job.model!r} cannot transcribe audio.", param="model")
@@ -267,25 +280,7 @@ async def audio_transcriptions(request: Request) -> Response:
 async def image_edits(request: Request) -> Response:
     """``POST /v1/images/edits`` (multipart; one input image, as ``image`` or ``image[]``)."""
     ctx = _ctx(request)
-    limit = ctx.settings.max_upload_bytes
-    form = await _form(request, limit)
-    try:
-        name = "image[]" if "image[]" in form else "image"
-        if len(form.getlist(name)) > 1:
-            raise InvalidRequest(
-                "The Livepeer image pipelines take one input image; send a single 'image'.",
-                param="image",
-                code="unsupported_value",
-            )
-        image, filename, content_type = await _upload(form, name, limit)
-        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-        job = validated(
-            ImageEditRequest,
-            {**fields, "image": image, "filename": filename, "content_type": content_type},
-            strict=False,
-        )
-    finally:
-        await form.close()
+    job = await multipart_job(request, ImageEditRequest, ("image", "image[]"))
     backend = ctx.router.route(job.model or "")
     if not isinstance(backend, ImageEditing):
         raise InvalidRequest(f"The backend for model {job.model!r} cannot edit images.", param="model")
@@ -305,24 +300,16 @@ def _video_backend(ctx: AppContext, model: str | None) -> VideoGeneration:
 async def videos_create(request: Request) -> Response:
     """``POST /v1/videos`` (multipart): an image-to-video job; the network needs an input image."""
     ctx = _ctx(request)
-    limit = ctx.settings.max_upload_bytes
-    form = await _form(request, limit)
     try:
-        if not isinstance(form.get("input_reference"), UploadFile):
-            raise InvalidRequest(
-                "The Livepeer network only makes videos from an image: send one as 'input_reference'.",
-                param="input_reference",
-                code="missing_required_parameter",
-            )
-        image, filename, content_type = await _upload(form, "input_reference", limit)
-        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-        job = validated(
-            VideoCreateRequest,
-            {**fields, "image": image, "filename": filename, "content_type": content_type},
-            strict=False,
-        )
-    finally:
-        await form.close()
+        job = await multipart_job(request, VideoCreateRequest, ("input_reference",))
+    except InvalidRequest as exc:
+        if exc.code != "missing_required_parameter":
+            raise
+        raise InvalidRequest(
+            "The Livepeer network only makes videos from an image: send one as 'input_reference'.",
+            param="input_reference",
+            code="missing_required_parameter",
+        ) from None
     video = await _video_backend(ctx, job.model).create_video(job)
     response = json_response(video, request)
     response.headers["openai-poll-after-ms"] = POLL_AFTER_MS

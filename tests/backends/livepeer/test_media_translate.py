@@ -89,7 +89,7 @@ def test_malformed_image_answers_are_upstream_errors(body: Any) -> None:
 
 def transcription(**fields: Any) -> TranscriptionRequest:
     return TranscriptionRequest.model_validate(
-        {"audio": b"RIFF", "filename": "a.wav", "content_type": "audio/wav", **fields}
+        {"file": b"RIFF", "filename": "a.wav", "content_type": "audio/wav", **fields}
     )
 
 

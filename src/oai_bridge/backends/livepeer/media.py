@@ -268,20 +268,21 @@ def parse_audio_url(body: Any, *, gateway_url: str) -> str:
 
 # --------------------------------------------------------------------------- pass-through
 
-#: Gateway pipelines reachable as ``POST /v1/livepeer/{pipeline}`` (reference §2); ``llm`` is left
-#: out on purpose: chat goes through ``/v1/chat/completions`` and its validation.
-PASSTHROUGH_PIPELINES = frozenset(
-    {
-        "text-to-image",
-        "image-to-image",
-        "upscale",
-        "image-to-video",
-        "audio-to-text",
-        "segment-anything-2",
-        "image-to-text",
-        "text-to-speech",
-    }
+#: Every batch pipeline of a gateway (reference §2).
+PIPELINES = (
+    "llm",
+    "text-to-image",
+    "image-to-image",
+    "upscale",
+    "image-to-video",
+    "audio-to-text",
+    "segment-anything-2",
+    "image-to-text",
+    "text-to-speech",
 )
+#: Those reachable as ``POST /v1/livepeer/{pipeline}``; ``llm`` is left out on purpose: chat goes
+#: through ``/v1/chat/completions`` and its validation.
+PASSTHROUGH_PIPELINES = frozenset(PIPELINES) - {"llm"}
 
 
 def resolve_urls(answer: Any, gateway_url: str) -> Any:

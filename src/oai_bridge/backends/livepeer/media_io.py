@@ -143,7 +143,7 @@ class LivepeerMediaMixin:
         self._check_kind(request.model, "image-to-image", "upscale", endpoint="/v1/images/edits")
         path, fields = image_edit_fields(request)
         answer = await self._post_pipeline(
-            path, fields=fields, files={"image": (request.filename, request.image, request.content_type)}
+            path, fields=fields, files={"image": (request.filename, request.file, request.content_type)}
         )
         return await self._images_response(answer, b64=request.wants_b64)
 
@@ -166,7 +166,7 @@ class LivepeerMediaMixin:
         answer = await self._post_pipeline(
             "/audio-to-text",
             fields=audio_to_text_fields(request),
-            files={"audio": (request.filename, request.audio, request.content_type)},
+            files={"audio": (request.filename, request.file, request.content_type)},
         )
         return parse_transcript(answer, request=request)
 

@@ -46,7 +46,7 @@ class LivepeerVideoMixin(LivepeerMediaMixin):
         answer = await self._post_pipeline(
             "/image-to-video",
             fields=image_to_video_fields(request),
-            files={"image": (request.filename, request.image, request.content_type)},
+            files={"image": (request.filename, request.file, request.content_type)},
             headers={"Prefer": "respond-async"},
             ok=(200, 202),
         )
