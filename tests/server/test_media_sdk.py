@@ -349,3 +349,33 @@ def test_slow_pipeline_is_504(impatient_stack: Stack) -> None:
     assert response.json() == _error(
         "The Livepeer gateway did not answer /text-to-image within 0.5 s.", "timeout_error", "upstream_timeout"
     )
+
+
+def test_images_edit_without_an_image_is_400(json_stack: Stack) -> None:
+    response = httpx.post(
+        json_stack.base_url + "/images/edits", data={"prompt": "nothing to edit"}, files={}, timeout=10
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "message": "This endpoint takes multipart/form-data.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_content_type",
+        }
+    }
+    response = httpx.post(
+        json_stack.base_url + "/images/edits",
+        data={"prompt": "nothing to edit"},
+        files={"mask": ("m.png", make_png(8, 8), "image/png")},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "message": "Missing required parameter: 'image'.",
+            "type": "invalid_request_error",
+            "param": "image",
+            "code": "missing_required_parameter",
+        }
+    }

@@ -135,3 +135,17 @@ def test_text_to_speech_description() -> None:
     assert parse_audio_url({"audio": {"url": "/stream/x/a.wav"}}, gateway_url=GW) == GW + "/stream/x/a.wav"
     with pytest.raises(UpstreamError):
         parse_audio_url({"audio": {}}, gateway_url=GW)
+
+
+def test_video_results() -> None:
+    from oai_bridge.backends.livepeer.media import parse_video_result
+
+    assert parse_video_result({"status": "processing"}, gateway_url=GW) == ("processing", None)
+    done = {"result": {"images": [{"nsfw": False, "seed": 1, "url": "/stream/v/1.mp4"}]}, "status": "complete"}
+    assert parse_video_result(done, gateway_url=GW) == ("complete", GW + "/stream/v/1.mp4")
+    failed = {"result": {"error": {"message": "Internal Server Error"}}, "status": "complete"}
+    assert parse_video_result(failed, gateway_url=GW) == ("failed", "Internal Server Error")
+    assert parse_video_result({"status": "complete", "result": {}}, gateway_url=GW) == (
+        "failed",
+        "the gateway finished the job without a video",
+    )
