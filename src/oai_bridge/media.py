@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -249,3 +249,38 @@ class Video(TypedDict):
     seconds: str
     remixed_from_video_id: str | None
     error: VideoError | None
+
+
+#: OpenAI's ``pcm`` speech format: raw 16-bit little-endian mono at 24 kHz.
+PCM_RATE = 24000
+
+
+def resample_pcm16(pcm: bytes, rate: int, target: int = PCM_RATE) -> bytes:
+    """Linear-interpolation resampling of 16-bit mono samples (numpy when installed)."""
+    if rate == target or not pcm:
+        return pcm
+    import array
+
+    samples = array.array("h")
+    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+    count = max(1, round(len(samples) * target / rate))
+    np: Any
+    try:
+        import numpy as np
+    except ImportError:
+        np = None
+    if np is not None:
+        src = np.frombuffer(samples.tobytes(), dtype="<i2").astype(np.float64)
+        positions = np.arange(count) * (rate / target)
+        out = np.interp(positions, np.arange(len(src)), src)
+        return bytes(np.clip(np.rint(out), -32768, 32767).astype("<i2").tobytes())
+    last = len(samples) - 1
+    result = array.array("h", bytes(2 * count))
+    step = rate / target
+    for i in range(count):
+        pos = i * step
+        left = min(int(pos), last)
+        frac = pos - left
+        right = min(left + 1, last)
+        result[i] = round(samples[left] + (samples[right] - samples[left]) * frac)
+    return result.tobytes()

@@ -142,13 +142,20 @@ def test_speech_streamed_to_a_wav_file(oai: openai.OpenAI, json_stack: Stack, tm
     assert sent == {"model_id": "parler-tts/parler-tts-large-v1", "text": "Hello from the Livepeer network"}
 
 
-def test_speech_pcm_is_the_raw_samples(oai: openai.OpenAI) -> None:
+def test_speech_pcm_is_24khz_raw_samples(oai: openai.OpenAI) -> None:
     wav_bytes = oai.audio.speech.create(
         model="tts-1", voice="A calm voice.", input="Hi there", response_format="wav"
     ).read()
-    pcm = oai.audio.speech.create(model="tts-1", voice="A calm voice.", input="Hi there", response_format="pcm").read()
+    response = oai.audio.speech.with_raw_response.create(
+        model="tts-1", voice="A calm voice.", input="Hi there", response_format="pcm"
+    )
+    assert response.headers["content-type"] == "audio/pcm;rate=24000"
     with wave.open(io.BytesIO(wav_bytes)) as wav:
-        assert pcm == wav.readframes(wav.getnframes())
+        rate, frames = wav.getframerate(), wav.getnframes()
+        first = wav.readframes(1)
+    pcm = response.content
+    assert len(pcm) == 2 * round(frames * 24000 / rate)  # OpenAI's pcm: 16-bit mono at 24 kHz
+    assert pcm[:2] == first
 
 
 def test_speech_aac_is_400(oai: openai.OpenAI, json_stack: Stack) -> None:

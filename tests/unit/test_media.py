@@ -73,3 +73,20 @@ def test_wav_to_pcm() -> None:
     assert wav_to_pcm(buf.getvalue()) == (b"\x01\x00\xff\x7f", 16000)
     with pytest.raises(ValueError):
         wav_to_pcm(b"RIFFnope")
+
+
+@pytest.mark.parametrize("with_numpy", [True, False])
+def test_resample_pcm16_to_24k(monkeypatch: pytest.MonkeyPatch, with_numpy: bool) -> None:
+    import array
+
+    from oai_bridge.media import resample_pcm16
+
+    if not with_numpy:
+        monkeypatch.setitem(__import__("sys").modules, "numpy", None)  # import numpy → ImportError
+    ramp = array.array("h", range(0, 1600, 100)).tobytes()  # 16 samples at 16 kHz: 0, 100, ..., 1500
+    out = array.array("h")
+    out.frombytes(resample_pcm16(ramp, 16000))
+    assert len(out) == 24
+    assert list(out[:7]) == [0, 67, 133, 200, 267, 333, 400]  # every 2/3 of a sample, linear
+    assert out[-1] == 1500  # clamped at the last sample
+    assert resample_pcm16(ramp, 24000) == ramp

@@ -17,6 +17,7 @@ import orjson
 from ... import audio_codec
 from ...errors import InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from ...media import (
+    PCM_RATE,
     AudioResult,
     ImageData,
     ImageEditRequest,
@@ -25,6 +26,7 @@ from ...media import (
     SpeechRequest,
     Transcript,
     TranscriptionRequest,
+    resample_pcm16,
     wav_to_pcm,
 )
 from ...types import ChatCompletionRequest
@@ -190,7 +192,8 @@ class LivepeerMediaMixin:
                 pcm, rate = wav_to_pcm(wav)
             except ValueError:
                 raise UpstreamError("The Livepeer gateway's audio is not a PCM WAV file.") from None
-            return {"data": pcm, "content_type": f"audio/pcm;rate={rate}"}
+            pcm = await asyncio.to_thread(resample_pcm16, pcm, rate)  # OpenAI's pcm is 24 kHz
+            return {"data": pcm, "content_type": f"audio/pcm;rate={PCM_RATE}"}
         try:
             data, content_type = await asyncio.to_thread(audio_codec.encode, wav, wanted)
         except audio_codec.EncoderUnavailable as exc:
