@@ -97,3 +97,16 @@ def test_caption_mode_inlines_image_captions_for_an_llm(caption_stack: Stack) ->
     assert result.choices[0].message.content == "Simulated reply to: " + " ".join(inlined.split())
     captioned = [r for r in caption_stack.llm_requests() if r.get("path") == "/image-to-text"][-1]
     assert captioned["form"] == {"model_id": BLIP}
+
+
+def test_wrong_kind_on_a_stream_is_a_real_400(stack: Stack) -> None:
+    import httpx
+
+    response = httpx.post(
+        stack.base_url + "/chat/completions",
+        json={"model": "openai/whisper-large-v3", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "wrong_model_kind"
