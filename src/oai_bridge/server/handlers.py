@@ -192,14 +192,21 @@ async def get_model(request: Request) -> Response:
     return json_response(model, request)
 
 
+def capable(ctx: AppContext, model: str | None, capability: Any, what: str) -> Any:
+    """The backend routed for ``model``, if it has ``capability`` (a runtime-checkable protocol of
+    ``backends.base``); else the OpenAI 400."""
+    backend = ctx.router.route(model or "")
+    if not isinstance(backend, capability):
+        raise InvalidRequest(f"The backend for model {model!r} cannot {what}.", param="model")
+    return backend
+
+
 async def image_generations(request: Request) -> Response:
     """``POST /v1/images/generations``."""
     ctx = _ctx(request)
     body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
     images = validated(ImageGenerationRequest, parse_json(body))
-    backend = ctx.router.route(images.model or "")
-    if not isinstance(backend, ImageGeneration):
-        raise InvalidRequest(f"The backend for model {images.model!r} cannot generate images.", param="model")
+    backend = capable(ctx, images.model, ImageGeneration, "generate images")
     return json_response(await backend.generate_images(images), request)
 
 
@@ -208,9 +215,7 @@ async def audio_speech(request: Request) -> Response:
     ctx = _ctx(request)
     body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
     speech = validated(SpeechRequest, parse_json(body))
-    backend = ctx.router.route(speech.model or "")
-    if not isinstance(backend, SpeechSynthesis):
-        raise InvalidRequest(f"The backend for model {speech.model!r} cannot synthesise speech.", param="model")
+    backend = capable(ctx, speech.model, SpeechSynthesis, "synthesise speech")
     audio = await backend.speech(speech)
     data, media_type = audio["data"], audio["content_type"]
     return Response(data, media_type=media_type, headers={"x-request-id": request.state.request_id})
@@ -269,9 +274,7 @@ async def audio_transcriptions(request: Request) -> Response:
     """``POST /v1/audio/transcriptions`` (multipart)."""
     ctx = _ctx(request)
     job = await multipart_job(request, TranscriptionRequest, ("file",), lists=("timestamp_granularities",))
-    backend = ctx.router.route(job.model or "")
-    if not isinstance(backend, Transcription):
-        raise InvalidRequest(f"The backend for model {job.model!r} cannot transcribe audio.", param="model")
+    backend = capable(ctx, job.model, Transcription, "transcribe audio")
     transcript = await backend.transcribe(job)
     body, media_type = format_transcript(transcript, job.response_format, granularities=job.timestamp_granularities)
     return Response(body, media_type=media_type, headers={"x-request-id": request.state.request_id})
@@ -281,9 +284,7 @@ async def image_edits(request: Request) -> Response:
     """``POST /v1/images/edits`` (multipart; one input image, as ``image`` or ``image[]``)."""
     ctx = _ctx(request)
     job = await multipart_job(request, ImageEditRequest, ("image", "image[]"))
-    backend = ctx.router.route(job.model or "")
-    if not isinstance(backend, ImageEditing):
-        raise InvalidRequest(f"The backend for model {job.model!r} cannot edit images.", param="model")
+    backend = capable(ctx, job.model, ImageEditing, "edit images")
     return json_response(await backend.edit_images(job), request)
 
 
@@ -291,9 +292,7 @@ POLL_AFTER_MS = "500"
 
 
 def _video_backend(ctx: AppContext, model: str | None) -> VideoGeneration:
-    backend = ctx.router.route(model or "")
-    if not isinstance(backend, VideoGeneration):
-        raise InvalidRequest(f"The backend for model {model!r} cannot make videos.", param="model")
+    backend: VideoGeneration = capable(ctx, model, VideoGeneration, "make videos")
     return backend
 
 

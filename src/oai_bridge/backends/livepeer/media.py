@@ -337,29 +337,20 @@ def parse_video_result(body: Any, *, gateway_url: str) -> tuple[str, str | None]
 def vision_parts(request: ChatCompletionRequest) -> tuple[str, str]:
     """A chat for an image-to-text model → (image URL, prompt): the last user message's one
     ``image_url`` part, and its text parts as the conditioning prompt (BLIP captions, it does not chat)."""
-    for index in range(len(request.messages) - 1, -1, -1):
-        message = request.messages[index]
-        if message.role != "user":
-            continue
-        parts = message.content if isinstance(message.content, list) else []
-        images = [p for p in parts if p.get("type") == "image_url"]
-        if len(images) != 1:
-            raise InvalidRequest(
-                "An image-to-text model needs exactly one image_url part in the last user message.",
-                param=f"messages[{index}].content",
-                code="invalid_value",
-            )
-        ref = images[0].get("image_url")
-        url = ref.get("url") if isinstance(ref, dict) else ref
-        if not isinstance(url, str) or not url.startswith(("data:", "http://", "https://")):
-            raise InvalidRequest(
-                "image_url must be a data: URL or an http(s) URL.",
-                param=f"messages[{index}].content",
-                code="invalid_value",
-            )
-        texts = [p["text"] for p in parts if p.get("type") == "text" and isinstance(p.get("text"), str)]
-        return url, " ".join(t.strip() for t in texts if t.strip())
-    raise InvalidRequest("An image-to-text model needs a user message with an image.", param="messages")
+    last_user = max((i for i, m in enumerate(request.messages) if m.role == "user"), default=None)
+    if last_user is None:
+        raise InvalidRequest("An image-to-text model needs a user message with an image.", param="messages")
+    images = [url for i, _, url in image_parts(request) if i == last_user]
+    if len(images) != 1:
+        raise InvalidRequest(
+            "An image-to-text model needs exactly one image_url part in the last user message.",
+            param=f"messages[{last_user}].content",
+            code="invalid_value",
+        )
+    content = request.messages[last_user].content
+    parts = content if isinstance(content, list) else []
+    texts = [p["text"] for p in parts if p.get("type") == "text" and isinstance(p.get("text"), str)]
+    return images[0], " ".join(t.strip() for t in texts if t.strip())
 
 
 def decode_data_url(url: str) -> tuple[bytes, str]:
