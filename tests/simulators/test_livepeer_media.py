@@ -10,13 +10,12 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from oai_bridge.simulators.livepeer import RunningSimulator, start_simulator
+from oai_bridge.simulators.livepeer import RunningSimulator
 from oai_bridge.simulators.livepeer_media import (
     MEDIA,
     MediaState,
@@ -36,19 +35,6 @@ TEXT_CT = "text/plain; charset=utf-8"
 URL = rb"/stream/([0-9a-f]{8})/[0-9a-f]{8}\.%s"
 NOT_MULTIPART = b'{"error":{"message":"request Content-Type isn\'t multipart/form-data"}}\n'
 PNG_40x30 = make_png(40, 30, (1, 2, 3))
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    s = await start_simulator(port=0)
-    yield s
-    await s.aclose()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def state(sim: RunningSimulator) -> MediaState:

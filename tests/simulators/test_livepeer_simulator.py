@@ -41,23 +41,10 @@ PANIC = (
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    s = await start_simulator(port=0)
-    yield s
-    await s.aclose()
-
-
-@pytest.fixture
 async def form_sim() -> AsyncIterator[RunningSimulator]:
     s = await start_simulator(port=0, api="form")
     yield s
     await s.aclose()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def chat(content: str, *, stream: bool = False, max_tokens: int = 64, **extra: Any) -> dict[str, Any]:
