@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
-from .types import ChatCompletion, ChatCompletionChunk, FinishReason, Usage
+from .types import ChatCompletion, ChatCompletionChunk, FinishReason, ToolCall, Usage
 
 __all__ = ["ChunkBuilder", "StopCutter", "completion", "fold_chunks", "new_id"]
 
@@ -74,7 +74,7 @@ class StopCutter:
 class ChunkBuilder:
     """Stateful producer of ``chat.completion.chunk`` dicts for one choice."""
 
-    __slots__ = ("_cutter", "_started", "created", "id", "include_usage", "model")
+    __slots__ = ("_cutter", "_started", "_tools", "created", "id", "include_usage", "model")
 
     def __init__(
         self,
@@ -91,6 +91,7 @@ class ChunkBuilder:
         self.include_usage = include_usage
         self._cutter = StopCutter(stop)
         self._started = False
+        self._tools: set[int] = set()
 
     @property
     def stopped(self) -> bool:
@@ -124,12 +125,39 @@ class ChunkBuilder:
                 out.append(self._chunk({"content": piece}, None))
         return out
 
+    def tool_call(
+        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
+    ) -> list[ChatCompletionChunk]:
+        """A fragment of tool call ``index`` (0, 1, ... within the answer). The call's first
+        fragment needs ``id`` and ``name``; later ones carry only ``arguments`` slices. A tool call
+        that opens the answer shares the role chunk, with ``content: null``, as OpenAI sends it."""
+        fragment: dict[str, Any] = {"index": index}
+        if index not in self._tools:
+            self._tools.add(index)
+            fragment["id"] = id or f"call_{uuid.uuid4().hex[:24]}"
+            fragment["type"] = "function"
+            fragment["function"] = {"name": name or "", "arguments": arguments}
+        else:
+            fragment["function"] = {"arguments": arguments}
+        if not self._started:
+            self._started = True
+            delta = {"role": "assistant", "content": None, "tool_calls": [fragment], "refusal": None}
+            return [self._chunk(delta, None)]
+        return [self._chunk({"tool_calls": [fragment]}, None)]
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return bool(self._tools)
+
     def finish(self, reason: FinishReason, usage: Usage | None = None) -> list[ChatCompletionChunk]:
-        """Held-back text, the finish chunk and, when asked for, the usage chunk."""
+        """Held-back text, the finish chunk and, when asked for, the usage chunk. An answer with
+        tool calls finishes with ``tool_calls`` (unless cut by ``length``)."""
         out = self.start() if not self._started else []
         held = self._cutter.flush()
         if held:
             out.append(self._chunk({"content": held}, None))
+        if self._tools and reason == "stop" and not self._cutter.stopped:
+            reason = "tool_calls"
         out.append(self._chunk({}, "stop" if self._cutter.stopped else reason))
         if self.include_usage:
             out.append(
@@ -153,20 +181,19 @@ def completion(
     content: str,
     finish_reason: FinishReason,
     usage: Usage | None,
+    tool_calls: list[ToolCall] | None = None,
 ) -> ChatCompletion:
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+        if not content:
+            message["content"] = None
     body: dict[str, Any] = {
         "id": id,
         "object": "chat.completion",
         "created": int(created),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
     }
     if usage is not None:
         body["usage"] = usage
@@ -179,15 +206,27 @@ async def fold_chunks(chunks: AsyncIterable[ChatCompletionChunk]) -> ChatComplet
     first: ChatCompletionChunk | None = None
     finish: FinishReason = "stop"
     usage: Usage | None = None
+    calls: dict[int, ToolCall] = {}
     async for chunk in chunks:
         if first is None:
             first = chunk
         if chunk.get("usage"):
             usage = chunk["usage"]
         for choice in chunk["choices"]:
-            content = choice["delta"].get("content")
+            delta = choice["delta"]
+            content = delta.get("content")
             if content:
                 parts.append(content)
+            for fragment in delta.get("tool_calls") or ():
+                function = fragment.get("function") or {}
+                call = calls.get(fragment["index"])
+                if call is None:
+                    call = calls[fragment["index"]] = {
+                        "id": fragment.get("id", ""),
+                        "type": "function",
+                        "function": {"name": function.get("name", ""), "arguments": ""},
+                    }
+                call["function"]["arguments"] += function.get("arguments") or ""
             if choice["finish_reason"] is not None:
                 finish = choice["finish_reason"]
     if first is None:
@@ -199,4 +238,5 @@ async def fold_chunks(chunks: AsyncIterable[ChatCompletionChunk]) -> ChatComplet
         content="".join(parts),
         finish_reason=finish,
         usage=usage,
+        tool_calls=[calls[i] for i in sorted(calls)] or None,
     )

@@ -74,6 +74,34 @@ class UpstreamRejected(BridgeError):
     code = "upstream_rejected"
 
 
+class RateLimited(BridgeError):
+    """The upstream said 429 (retried per ``Retry-After`` by the router before it is reported)."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class ContextLengthExceeded(BridgeError):
+    """The upstream said the prompt does not fit its context window (another upstream may fit it)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("param", "messages")
+        super().__init__(message, **kwargs)
+
+
+class ContentPolicy(BridgeError):
+    """The upstream refused the request under its content policy (final: no retry, no failover)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "content_policy_violation"
+
+
 class UpstreamError(BridgeError):
     """The upstream failed (masked 500, garbage, cut stream)."""
 

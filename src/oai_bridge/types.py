@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator
 
 Role = Literal["system", "user", "assistant", "developer", "tool", "function"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
@@ -65,6 +65,9 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     top_k: int | None = None
 
+    # Set by ``continued``: the last message is an assistant prefix the upstream must continue.
+    _continuation: bool = PrivateAttr(default=False)
+
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
@@ -98,6 +101,22 @@ class ChatCompletionRequest(BaseModel):
     def unknown_parameters(self) -> list[str]:
         return sorted((self.model_extra or {}).keys())
 
+    @property
+    def is_continuation(self) -> bool:
+        """The last message is a partial assistant answer to continue (stream resumption)."""
+        return self._continuation
+
+    def continued(self, prefix: str, *, model: str | None = None) -> ChatCompletionRequest:
+        """This request with ``prefix`` (the answer so far) appended as an assistant message to be
+        continued, for an upstream declared able to continue an assistant prefix."""
+        messages = [*self.messages, ChatMessage(role="assistant", content=prefix)]
+        update: dict[str, Any] = {"messages": messages}
+        if model is not None:
+            update["model"] = model
+        copy = self.model_copy(update=update)
+        copy._continuation = True
+        return copy
+
 
 class Usage(TypedDict):
     prompt_tokens: int
@@ -105,16 +124,43 @@ class Usage(TypedDict):
     total_tokens: int
 
 
+class FunctionCall(TypedDict):
+    name: str
+    arguments: str
+
+
+class ToolCall(TypedDict):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class FunctionCallDelta(TypedDict, total=False):
+    name: str
+    arguments: str
+
+
+class ToolCallDelta(TypedDict, total=False):
+    """A streamed fragment of a tool call: ``index`` always; ``id``, ``type`` and ``function.name``
+    only in a call's first fragment; ``function`` (maybe only ``arguments``) in every fragment."""
+
+    index: int
+    id: str
+    type: Literal["function"]
+    function: FunctionCallDelta
+
+
 class AssistantMessage(TypedDict):
     role: Literal["assistant"]
     content: str | None
-    refusal: None
+    refusal: str | None
+    tool_calls: NotRequired[list[ToolCall]]
 
 
 class Choice(TypedDict):
     index: int
     message: AssistantMessage
-    logprobs: None
+    logprobs: Any
     finish_reason: FinishReason
 
 
@@ -130,13 +176,14 @@ class ChatCompletion(TypedDict):
 class Delta(TypedDict, total=False):
     role: Literal["assistant"]
     content: str | None
-    refusal: None
+    refusal: str | None
+    tool_calls: list[ToolCallDelta]
 
 
 class ChunkChoice(TypedDict):
     index: int
     delta: Delta
-    logprobs: None
+    logprobs: Any
     finish_reason: FinishReason | None
 
 
@@ -155,6 +202,7 @@ class Model(TypedDict):
     created: int
     owned_by: str
     pipelines: NotRequired[list[str]]  # extension: what the model serves (Livepeer pipeline names)
+    backends: NotRequired[list[str]]  # extension: the configured backends that serve it, in order
 
 
 class ModelList(TypedDict):

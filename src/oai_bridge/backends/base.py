@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, Protocol, Self, TypedDict, runtime_checkable
 
+from ..embeddings import EmbeddingRequest, EmbeddingResponse
 from ..media import (
     AudioResult,
     ImageEditRequest,
@@ -19,6 +21,35 @@ from ..media import (
 from ..types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
 
+@dataclass(kw_only=True)
+class BackendConfig:
+    """One configured backend (a ``[backends.NAME]`` table, or found from env vars). Timeouts are
+    seconds. ``options`` holds what only its kind understands (documented in its ``backend.py``)."""
+
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)  # read from the env var the config names
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    request_timeout: float = 600.0
+    models: list[str] = field(default_factory=list)  # listed by /v1/models besides what it reports
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Health(TypedDict):
+    """One backend's line in ``GET /health/backends``."""
+
+    name: str
+    kind: str
+    url: str
+    status: Literal["connected", "unreachable", "error"]
+    error: str | None
+    latency_ms: float | None
+    models: NotRequired[int]
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A chat backend. ``stream`` raises a ``BridgeError`` before its first chunk if the upstream
@@ -29,13 +60,29 @@ class Backend(Protocol):
     name: str
     kind: str
 
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> Self:
+        """The backend for one configured entry; a bad ``options`` value raises ``ValueError``."""
+        ...
+
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion: ...
 
     def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]: ...
 
     async def models(self) -> list[Model]: ...
 
+    async def health(self) -> Health:
+        """A cheap reachability probe (never raises)."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Embeddings(Protocol):
+    """A backend that can answer ``POST /v1/embeddings`` (in the asked ``encoding_format``)."""
+
+    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse: ...
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import aiohttp
@@ -22,6 +22,8 @@ from ...chunks import ChunkBuilder, fold_chunks
 from ...errors import UpstreamError, UpstreamTimeout
 from ...sse import SSEDecoder
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, Usage
+from ..base import BackendConfig, Health
+from ..http import probe
 from .media import KNOWN_MODELS, check_kind, pipelines_of
 from .translate import StreamParser, build_request, error_from_response, parse_response
 from .transport import gateway_errors
@@ -38,6 +40,8 @@ from .wire import (
 __all__ = ["LivepeerBackend", "LivepeerOptions", "LivepeerTuning", "chat", "stream_chat"]
 
 log = logging.getLogger("oai_bridge.livepeer")
+
+HEALTH_PATH = "/healthz"
 
 GatewayApi = Literal["auto", "json", "form"]
 
@@ -101,6 +105,39 @@ class LivepeerBackend(LivepeerVideoMixin):
         self._discovered: list[str] = []
         self._discovered_at = 0.0
         self._created = int(time.time())
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> LivepeerBackend:
+        """A ``[backends.NAME]`` entry of kind ``livepeer``: ``base_url`` is the gateway, ``api_key``
+        its bearer token, and ``options`` any ``LivepeerTuning`` field (``gateway_api``,
+        ``cli_url``, ``default_max_tokens``, ``model_pipelines``, ``vision``, ...)."""
+        known = {f.name for f in fields(LivepeerTuning)} - {"gateway_token", "models"}
+        unknown = sorted(set(config.options) - known)
+        if unknown:
+            raise ValueError(f"unknown livepeer option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        options = LivepeerOptions(
+            gateway_url=config.base_url,
+            gateway_token=config.api_key,
+            models=list(config.models),
+            connect_timeout=config.connect_timeout,
+            first_token_timeout=config.first_token_timeout,
+            idle_timeout=config.idle_timeout,
+            request_timeout=config.request_timeout,
+            **config.options,
+        )
+        return cls(options, name=config.name)
+
+    async def health(self) -> Health:
+        """``GET /healthz`` on the gateway (200, empty body, when it is up)."""
+        return await probe(
+            self._http(),
+            name=self.name,
+            kind=self.kind,
+            base_url=self.options.gateway_url.rstrip("/"),
+            path=HEALTH_PATH,
+            timeout=min(self.options.connect_timeout, 5.0),
+            ok_below=300,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,0 +1,293 @@
+"""HTTP plumbing every HTTP backend shares (I/O): one pooled aiohttp session per backend, the
+request that waits for the response head within the first-token limit, event readers with the
+idle limit, and the one mapping of transport failures and upstream statuses to ``BridgeError``s.
+
+The error codes are what the router's failover policy reads (``failover.classify``):
+
+==========================  ======================================================  ==========
+what happened               error                                                   code
+==========================  ======================================================  ==========
+cannot connect              ``UpstreamUnavailable`` 503                             ``upstream_unreachable``
+closed before a response    ``UpstreamUnavailable`` 503                             ``server_disconnected``
+reset / other socket error  ``UpstreamUnavailable`` 503                             ``connection_reset``
+no response head in time    ``UpstreamTimeout`` 504                                 ``first_token_timeout``
+no first event in time      ``UpstreamTimeout`` 504                                 ``first_token_timeout``
+silence mid-stream          ``UpstreamTimeout`` 504                                 ``idle_timeout``
+connection broke mid-body   ``UpstreamError`` 502                                   ``stream_cut``
+body ended, no end marker   ``UpstreamError`` 502                                   ``stream_incomplete``
+an event that isn't JSON    ``UpstreamError`` 502                                   ``malformed_event``
+429                         ``RateLimited`` 429 (``retry_after`` from the headers)  ``rate_limit_exceeded``
+500, 502                    ``UpstreamError`` 502                                   ``upstream_error``
+503, 529                    ``UpstreamUnavailable`` 503                             ``upstream_unavailable``
+504                         ``UpstreamTimeout`` 504                                 ``upstream_timeout``
+other 4xx                   ``UpstreamRejected`` with the same status               its own
+==========================  ======================================================  ==========
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+
+from ..errors import (
+    BridgeError,
+    RateLimited,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ..ndjson import NDJSONDecoder
+from ..sse import ServerSentEvent, SSEDecoder
+from .base import BackendConfig, Health
+
+__all__ = [
+    "HttpBackendBase",
+    "lines",
+    "open_response",
+    "probe",
+    "read_body",
+    "retry_after",
+    "sse_events",
+    "status_error",
+    "transport_errors",
+]
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("Retry-After")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def status_error(
+    status: int,
+    message: str,
+    *,
+    retry: float | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> BridgeError:
+    """The ``BridgeError`` for an upstream's error status (its message already extracted)."""
+    if status == 429:
+        return RateLimited(message, retry_after=retry, code=code or "rate_limit_exceeded", param=param)
+    if status in (503, 529):
+        return UpstreamUnavailable(message, retry_after=retry if retry is not None else 1.0, param=param)
+    if status == 504:
+        return UpstreamTimeout(message, code="upstream_timeout")
+    if status >= 500:
+        return UpstreamError(message, param=param)
+    return UpstreamRejected(message, status=status, code=code or "upstream_rejected", param=param)
+
+
+@contextmanager
+def transport_errors(what: str) -> Iterator[None]:
+    """Map aiohttp's exceptions raised inside the block before the response head; ``what`` names
+    the upstream in messages (never a key)."""
+    try:
+        yield
+    except aiohttp.ServerDisconnectedError:
+        raise UpstreamUnavailable(
+            f"{what} closed the connection without answering.", code="server_disconnected"
+        ) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(
+            f"Cannot connect to {what} ({exc.os_error}).", code="upstream_unreachable", retry_after=2.0
+        ) from None
+    except (aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+        raise UpstreamUnavailable(
+            f"The connection to {what} failed ({type(exc).__name__}).", code="connection_reset"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"The request to {what} failed ({type(exc).__name__}).") from None
+
+
+async def open_response(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    timeout: float,
+    **kwargs: Any,
+) -> aiohttp.ClientResponse:
+    """Send a request and wait (at most ``timeout`` s) for the response head. A pooled keep-alive
+    connection the upstream already closed gets one fresh attempt: aiohttp cannot tell that
+    apart from an upstream that closed without answering."""
+    try:
+        async with asyncio.timeout(timeout):
+            with transport_errors(what):
+                try:
+                    return await session.request(method, url, **kwargs)
+                except aiohttp.ServerDisconnectedError:
+                    return await session.request(method, url, **kwargs)
+    except TimeoutError:
+        raise UpstreamTimeout(f"{what} sent nothing within {timeout:g} s.", code="first_token_timeout") from None
+
+
+async def read_body(resp: aiohttp.ClientResponse, *, what: str, timeout: float) -> bytes:
+    """The whole body (released afterwards)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await resp.read()
+    except TimeoutError:
+        raise UpstreamTimeout(f"{what} did not finish its answer within {timeout:g} s.") from None
+    except aiohttp.ClientError:
+        raise UpstreamError(f"The connection to {what} broke during the answer.", code="stream_cut") from None
+    finally:
+        resp.release()
+
+
+async def _chunks(resp: aiohttp.ClientResponse, *, what: str, idle: float, first: float) -> AsyncIterator[bytes]:
+    """Body bytes as they come: at most ``first`` s for the first bytes, ``idle`` s between."""
+    content = resp.content
+    loop = asyncio.get_running_loop()
+    limit, code = first, "first_token_timeout"
+    try:
+        async with asyncio.timeout(None) as deadline:
+            while True:
+                deadline.reschedule(loop.time() + limit)
+                data = await content.readany()
+                deadline.reschedule(None)
+                if not data:
+                    return
+                limit, code = idle, "idle_timeout"
+                yield data
+    except TimeoutError:
+        where = "before its first event" if code == "first_token_timeout" else "in the middle of the answer"
+        raise UpstreamTimeout(f"{what} went silent {where} for {limit:g} s.", code=code) from None
+    except aiohttp.ClientError:
+        raise UpstreamError(f"The connection to {what} broke in the middle of the answer.", code="stream_cut") from None
+
+
+async def sse_events(
+    resp: aiohttp.ClientResponse, *, what: str, idle: float, first: float | None = None
+) -> AsyncIterator[ServerSentEvent]:
+    """The server-sent events of ``resp`` (comments skipped by the decoder)."""
+    decoder = SSEDecoder()
+    async for data in _chunks(resp, what=what, idle=idle, first=idle if first is None else first):
+        for event in decoder.feed(data):
+            yield event
+
+
+async def lines(
+    resp: aiohttp.ClientResponse, *, what: str, idle: float, first: float | None = None
+) -> AsyncIterator[bytes]:
+    """The non-empty lines of an NDJSON body."""
+    decoder = NDJSONDecoder()
+    async for data in _chunks(resp, what=what, idle=idle, first=idle if first is None else first):
+        for line in decoder.feed(data):
+            yield line
+    tail = decoder.flush()
+    if tail:
+        yield tail
+
+
+async def probe(
+    session: aiohttp.ClientSession,
+    *,
+    name: str,
+    kind: str,
+    base_url: str,
+    path: str,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    ok_below: int = 500,
+) -> Health:
+    """``GET base_url + path`` as a health line: connected when it answers below ``ok_below``."""
+    started = time.perf_counter()
+    out: Health = {
+        "name": name,
+        "kind": kind,
+        "url": base_url,
+        "status": "connected",
+        "error": None,
+        "latency_ms": None,
+    }
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.get(base_url + path, headers=headers) as resp:
+                await resp.read()
+                status = resp.status
+    except TimeoutError:
+        out["status"], out["error"] = "unreachable", f"no answer within {timeout:g} s"
+        return out
+    except aiohttp.ClientError as exc:
+        out["status"], out["error"] = "unreachable", f"{type(exc).__name__}: {exc}"
+        return out
+    out["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    if status >= ok_below:
+        out["status"], out["error"] = "error", f"HTTP {status} from {path}"
+    return out
+
+
+class HttpBackendBase:
+    """What an HTTP backend keeps: its config, one lazily created pooled session, and a health
+    probe (``GET health_path``; any HTTP answer below 500 counts as connected)."""
+
+    kind = "http"
+    health_path = "/"
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.base_url = config.base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._created = int(time.time())
+
+    @property
+    def what(self) -> str:
+        """How messages name this upstream: ``backend 'NAME' (kind)``."""
+        return f"backend {self.name!r} ({self.kind})"
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=self.config.connect_timeout, sock_connect=self.config.connect_timeout
+            )
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
+                timeout=timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    def health_headers(self) -> dict[str, str]:
+        return {}
+
+    async def health(self) -> Health:
+        return await probe(
+            self.session(),
+            name=self.name,
+            kind=self.kind,
+            base_url=self.base_url,
+            path=self.health_path,
+            headers=self.health_headers(),
+            timeout=min(self.config.connect_timeout, 5.0),
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
