@@ -10,14 +10,24 @@ import pytest
 from oai_bridge.backends import BACKENDS
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "oai_bridge"
+#: I/O lives in each backend's ``backend.py`` and these; every other module of a backend is pure.
+BACKEND_IO = {"backend.py", "__init__.py", "media_io.py", "video_io.py", "transport.py"}
 PURE = [
     "types.py",
     "errors.py",
     "sse.py",
+    "ndjson.py",
     "chunks.py",
     "media.py",
-    "backends/livepeer/media.py",
-    *(f"backends/{k}/{f}" for k in BACKENDS for f in ("wire.py", "translate.py")),
+    "embeddings.py",
+    "routes.py",
+    "failover.py",
+    *sorted(
+        p.relative_to(PKG).as_posix()
+        for k in BACKENDS
+        for p in (PKG / "backends" / k).glob("*.py")
+        if p.name not in BACKEND_IO
+    ),
 ]
 IO_MODULES = ("aiohttp", "starlette", "uvicorn", "httpx", "socket", "asyncio.streams")
 
@@ -35,8 +45,12 @@ def imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", PURE)
 def test_pure_modules_do_no_io(module: str) -> None:
-    found = {name for name in imports(PKG / module) if name.split(".")[0] in {m.split(".")[0] for m in IO_MODULES}}
+    io_roots = {m.split(".")[0] for m in IO_MODULES}
+    found = {name for name in imports(PKG / module) if name.split(".")[0] in io_roots}
     assert not found, f"{module} imports {found}"
+    # nor through a module of the package that does I/O
+    inner = {n for n in absolute_imports(PKG / module) if n.startswith("oai_bridge.")}
+    assert not any(n.startswith(("oai_bridge.backends.http", "oai_bridge.server")) for n in inner), (module, inner)
 
 
 def test_nothing_outside_server_imports_starlette() -> None:
@@ -73,3 +87,45 @@ def test_file_sizes() -> None:
             continue
         lines = len(path.read_text().splitlines())
         assert lines <= 800, f"{path} has {lines} lines (hard stop 800)"
+
+
+def absolute_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, relative imports resolved (``from ..x import y`` → ``oai_bridge.x``
+    and ``oai_bridge.x.y``)."""
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+#: Where a backend may be named besides its own folder and the registry: the Livepeer backend is
+#: also the embedded default (its flat [livepeer] options, the simulator) and the library's face.
+LIVEPEER_USERS = {"__init__.py", "config.py", "assemble.py"}
+
+
+def test_adding_a_backend_touches_only_its_folder_the_registry_and_tests() -> None:
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG)
+        if rel.as_posix() == "backends/__init__.py" or rel.parts[0] == "simulators":
+            continue
+        found = absolute_imports(path)
+        for kind in BACKENDS:
+            if rel.parts[:2] == ("backends", kind) or (kind == "livepeer" and rel.as_posix() in LIVEPEER_USERS):
+                continue
+            module = f"oai_bridge.backends.{kind}"
+            assert not any(n == module or n.startswith(module + ".") for n in found), f"{rel} imports {module}"
+    # and every kind is in the one test that holds them all to the same contract
+    conformance = (PKG.parents[1] / "tests" / "server" / "test_conformance.py").read_text()
+    assert "sorted(BACKENDS)" in conformance

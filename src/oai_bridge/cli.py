@@ -4,6 +4,7 @@ a config-file key (see ``oai_bridge.config.OPTIONS``); precedence is flag > env 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 
 from . import __version__
+from .backends.base import Health
 from .config import CONFIG_ENV, OPTIONS, ConfigError, Settings, load_settings
 
 log = logging.getLogger("oai_bridge")
@@ -77,6 +79,18 @@ def _simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
 
 
+def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "models",
+        help="print every backend's health and the merged model list",
+        description="Build the configured backends (the same config file, env vars and flags as "
+        "`serve`), probe each one, and print its health and the models the bridge would list at "
+        "GET /v1/models with the backends serving each. Exit status 1 when no backend is reachable.",
+    )
+    p.add_argument("--config", metavar="FILE", help=f"TOML config file (env {CONFIG_ENV})")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oai-bridge",
@@ -85,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"oai-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
+    _models_parser(sub)
     _simulate_parser(sub)
     return parser
 
@@ -142,12 +157,67 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run(args.host, args.port, api=args.api, token_delay=args.token_delay)
         return 0
-    values = {o.name: getattr(args, o.name) for o in OPTIONS}
+    values = {o.name: getattr(args, o.name, None) for o in OPTIONS}
     try:
         settings = load_settings(values, config_file=args.config)
+        from .assemble import build_backends
+
+        build_backends(settings, gateway_url=settings.gateway_url or "http://127.0.0.1:1")  # checks options
     except ConfigError as exc:
         print(f"oai-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "models":
+        _configure_logging("warning")
+        try:
+            return asyncio.run(list_models(settings, as_json=args.json))
+        except BrokenPipeError:  # e.g. piped into head
+            return 0
     _configure_logging(settings.log_level)
     serve(settings)
     return 0
+
+
+async def list_models(settings: Settings, *, as_json: bool = False) -> int:
+    """``oai-bridge models``: each backend's health, then the merged model list."""
+    from .assemble import build_backends, build_router
+
+    simulator = None
+    gateway_url = None
+    if settings.simulated:
+        from .simulators import livepeer as sim
+
+        simulator = await sim.start_simulator()
+        gateway_url = simulator.url
+    router = build_router(settings, build_backends(settings, gateway_url=gateway_url))
+    try:
+        health, models = await asyncio.gather(router.health(), router.models())
+    finally:
+        await router.aclose()
+        if simulator is not None:
+            await simulator.aclose()
+    if as_json:
+        print(orjson.dumps({"backends": health, "models": models}, option=orjson.OPT_INDENT_2).decode())
+    else:
+        sim_url = simulator.url if simulator is not None else None
+        rows = [_health_row(h, sim_url) for h in health]
+        print(_table(["BACKEND", "KIND", "STATUS", "URL", "DETAIL"], rows))
+        if simulator is not None:
+            print("(no backend configured: the built-in Livepeer simulator stands in)")
+        print()
+        rows = [[m["id"], ", ".join(m.get("backends", [])), ", ".join(m.get("pipelines", []))] for m in models]
+        print(_table(["MODEL", "BACKENDS", "PIPELINES"], rows))
+    return 0 if any(h["status"] == "connected" for h in health) else 1
+
+
+def _health_row(h: Health, simulator_url: str | None) -> list[str]:
+    detail = f"{h['latency_ms']:g} ms" if h["latency_ms"] is not None else ""
+    if h["error"]:
+        detail = h["error"]
+    url = "(built-in simulator)" if h["url"] == simulator_url else h["url"]
+    return [h["name"], h["kind"], h["status"], url, detail]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)

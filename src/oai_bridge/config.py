@@ -12,13 +12,15 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .backends.livepeer import LivepeerOptions, LivepeerTuning
 from .backends.livepeer.media import PIPELINES
+from .failover import FailoverPolicy
+from .routes import BackendSpec, Route, RouteError, discover, locate, parse_backends, parse_routes
 
 __all__ = ["OPTIONS", "ConfigError", "Option", "Settings", "load_settings"]
 
@@ -48,6 +50,13 @@ def _positive_int(value: Any) -> int:
     number = _whole(value)
     if number < 1:
         raise ValueError(f"expected a number of at least 1, got {number}")
+    return number
+
+
+def _whole_min0(value: Any) -> int:
+    number = _whole(value)
+    if number < 0:
+        raise ValueError(f"expected a number of at least 0, got {number}")
     return number
 
 
@@ -171,6 +180,16 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
     ),
     Option(
+        "max_upload_bytes",
+        "server",
+        "OAI_BRIDGE_MAX_UPLOAD_BYTES",
+        "--max-upload-bytes",
+        _positive_int,
+        25 << 20,
+        "largest multipart upload accepted (audio, images; larger: 413)",
+        "BYTES",
+    ),
+    Option(
         "gateway_url",
         "livepeer",
         "LIVEPEER_GATEWAY_URL",
@@ -220,6 +239,38 @@ OPTIONS: tuple[Option, ...] = (
         [],
         "models listed by /v1/models (comma-separated); any name is still forwarded",
         "A,B",
+    ),
+    Option(
+        "model_pipelines",
+        "livepeer",
+        "LIVEPEER_MODEL_PIPELINES",
+        "--model-pipelines",
+        _pipelines,
+        {},
+        "what pipeline a model serves, beyond the gateway's defaults (model=pipeline,...); "
+        "chat with an image-to-text model captions its image",
+        "MAP",
+    ),
+    Option(
+        "vision",
+        "livepeer",
+        "LIVEPEER_VISION",
+        "--vision",
+        _vision,
+        "off",
+        "image parts sent to an LLM: off (400) or caption (each image captioned by --vision-model, "
+        "the caption inlined as text)",
+        "MODE",
+    ),
+    Option(
+        "vision_model",
+        "livepeer",
+        "LIVEPEER_VISION_MODEL",
+        "--vision-model",
+        str,
+        "Salesforce/blip-image-captioning-large",
+        "image-to-text model used by --vision caption",
+        "MODEL",
     ),
     Option(
         "default_max_tokens",
@@ -281,6 +332,76 @@ OPTIONS: tuple[Option, ...] = (
         "seconds for a whole non-stream answer (then 504)",
         "SECONDS",
     ),
+    Option(
+        "retries",
+        "failover",
+        "OAI_BRIDGE_RETRIES",
+        "--retries",
+        _whole_min0,
+        2,
+        "extra attempts on one upstream after a 429, 5xx or reset, before the next upstream",
+        "N",
+    ),
+    Option(
+        "backoff",
+        "failover",
+        "OAI_BRIDGE_BACKOFF",
+        "--backoff",
+        _seconds,
+        0.25,
+        "base of the jittered exponential backoff between retries (seconds)",
+        "SECONDS",
+    ),
+    Option(
+        "max_retry_wait",
+        "failover",
+        "OAI_BRIDGE_MAX_RETRY_WAIT",
+        "--max-retry-wait",
+        _seconds,
+        10.0,
+        "longest Retry-After the bridge waits out before retrying (longer: the next upstream)",
+        "SECONDS",
+    ),
+    Option(
+        "silent_timeout",
+        "failover",
+        "OAI_BRIDGE_SILENT_TIMEOUT",
+        "--silent-timeout",
+        _seconds,
+        8.0,
+        "seconds a stream may take to its first chunk while another upstream could take over",
+        "SECONDS",
+    ),
+    Option(
+        "breaker_failures",
+        "failover",
+        "OAI_BRIDGE_BREAKER_FAILURES",
+        "--breaker-failures",
+        _positive_int,
+        5,
+        "consecutive failures of one upstream and model that open its circuit breaker",
+        "N",
+    ),
+    Option(
+        "breaker_cooldown",
+        "failover",
+        "OAI_BRIDGE_BREAKER_COOLDOWN",
+        "--breaker-cooldown",
+        _seconds,
+        30.0,
+        "seconds an open circuit breaker skips its upstream before one probe request",
+        "SECONDS",
+    ),
+    Option(
+        "max_resumes",
+        "failover",
+        "OAI_BRIDGE_MAX_RESUMES",
+        "--max-resumes",
+        _whole_min0,
+        3,
+        "times one broken stream may be continued on an upstream able to resume",
+        "N",
+    ),
 )
 
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
@@ -298,12 +419,38 @@ class Settings(LivepeerTuning):
     keepalive_interval: float = 15.0
     max_body_bytes: int = 8 << 20
     max_upload_bytes: int = 25 << 20
-    gateway_url: str | None = None  # unset: the built-in simulator
+    gateway_url: str | None = None  # unset: the built-in simulator (when no backend is declared)
+    retries: int = 2
+    backoff: float = 0.25
+    max_retry_wait: float = 10.0
+    silent_timeout: float = 8.0
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
+    max_resumes: int = 3
+    backends: list[BackendSpec] = field(default_factory=list)  # [backends.NAME] or env discovery
+    routes: list[Route] = field(default_factory=list)  # [[routes]]
 
     @property
     def simulated(self) -> bool:
-        """No gateway configured: the built-in simulator answers."""
-        return self.gateway_url is None
+        """Nothing configured: the built-in Livepeer simulator answers."""
+        return self.gateway_url is None and not self.backends
+
+    @property
+    def livepeer_backend(self) -> bool:
+        """Whether the ``[livepeer]`` options make a backend named ``livepeer`` (a gateway URL is
+        set, or nothing else is configured and the simulator stands in)."""
+        return self.gateway_url is not None or not self.backends
+
+    def policy(self) -> FailoverPolicy:
+        return FailoverPolicy(
+            retries=self.retries,
+            backoff=self.backoff,
+            max_retry_wait=self.max_retry_wait,
+            silent_timeout=self.silent_timeout,
+            breaker_failures=self.breaker_failures,
+            breaker_cooldown=self.breaker_cooldown,
+            max_resumes=self.max_resumes,
+        )
 
     def livepeer_options(self, gateway_url: str | None = None) -> LivepeerOptions:
         """The ``[livepeer]`` options as the backend's ``LivepeerOptions`` (``gateway_url`` overridable)."""
@@ -316,32 +463,56 @@ class Settings(LivepeerTuning):
         return LivepeerOptions(gateway_url=url, **tuning)
 
     def to_dict(self) -> dict[str, Any]:
-        return {o.name: getattr(self, o.name) for o in OPTIONS}
+        out = {o.name: getattr(self, o.name) for o in OPTIONS}
+        out["backends"] = [b.to_dict() for b in self.backends]
+        out["routes"] = [r.to_dict() for r in self.routes]
+        return out
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Settings:
-        return cls(**{k: v for k, v in values.items() if k in OPTION_BY_NAME})
+        settings = cls(**{k: v for k, v in values.items() if k in OPTION_BY_NAME})
+        settings.backends = [
+            b if isinstance(b, BackendSpec) else BackendSpec.from_dict(b) for b in values.get("backends", [])
+        ]
+        settings.routes = [r if isinstance(r, Route) else Route.from_dict(r) for r in values.get("routes", [])]
+        return settings
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+SECTIONS = ("server", "livepeer", "failover")
+
+
+def _at(path: Path, line: int | None) -> str:
+    return f"config file {path}, line {line}" if line else f"config file {path}"
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(option values, the raw ``backends`` and ``routes`` tables plus the file's text)."""
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"config file {path}: not found") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     values: dict[str, Any] = {}
+    topology: dict[str, Any] = {"text": text}
     for section, table in data.items():
-        if not isinstance(table, dict) or section not in ("server", "livepeer"):
-            raise ConfigError(f"config file {path}: unknown section [{section}] (known: [server], [livepeer])")
+        if section in ("backends", "routes"):
+            topology[section] = table
+            continue
+        if not isinstance(table, dict) or section not in SECTIONS:
+            raise ConfigError(
+                f"{_at(path, locate(text, (section,)))}: unknown section [{section}] "
+                "(known: [server], [livepeer], [failover], [backends.NAME], [[routes]])"
+            )
         for key, value in table.items():
             option = OPTION_BY_NAME.get(key)
+            where = f"{_at(path, locate(text, (section,), key))}: [{section}] {key}"
             if option is None or option.section != section:
                 known = ", ".join(o.name for o in OPTIONS if o.section == section)
-                raise ConfigError(f"config file {path}: [{section}] {key}: unknown field (known: {known})")
-            values[key] = _parse(option, value, f"config file {path}: [{section}] {key}")
-    return values
+                raise ConfigError(f"{where}: unknown field (known: {known})")
+            values[key] = _parse(option, value, where)
+    return values, topology
 
 
 def _parse(option: Option, value: Any, where: str) -> Any:
@@ -361,8 +532,10 @@ def load_settings(
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
     path = config_file or env.get(CONFIG_ENV)
+    topology: dict[str, Any] = {}
     if path:
-        values.update(_read_file(Path(path)))
+        file_values, topology = _read_file(Path(path))
+        values.update(file_values)
     for option in OPTIONS:
         if option.env in env and env[option.env] != "":
             values[option.name] = _parse(option, env[option.env], f"env {option.env}")
@@ -370,4 +543,33 @@ def load_settings(
         if value is not None and name in OPTION_BY_NAME:
             option = OPTION_BY_NAME[name]
             values[name] = _parse(option, value, f"option {option.flag}")
-    return Settings.from_dict(values)
+    settings = Settings.from_dict(values)
+    _topology(settings, topology, f"config file {path}", env)
+    return settings
+
+
+def _topology(settings: Settings, raw: dict[str, Any], source: str, env: Mapping[str, str]) -> None:
+    """Backends (the file's, else those env vars register) and routes, checked against each other."""
+    from .backends import BACKENDS
+
+    text = raw.get("text", "")
+    try:
+        if "backends" in raw:
+            settings.backends = parse_backends(raw["backends"], kinds=frozenset(BACKENDS), source=source, text=text)
+        else:
+            settings.backends = discover(env)
+        names = {b.name for b in settings.backends}
+        if settings.livepeer_backend:
+            if "livepeer" in names:
+                raise RouteError(
+                    f"{source}: [backends.livepeer] and the [livepeer] gateway_url (or LIVEPEER_GATEWAY_URL) "
+                    "both declare a backend named 'livepeer'; keep one"
+                )
+            names.add("livepeer")
+        kinds = {b.name: b.kind for b in settings.backends} | {"livepeer": "livepeer"}
+        resumable = {n for n in names if BACKENDS[kinds[n]].can_continue}
+        settings.routes = parse_routes(
+            raw.get("routes", []), backends=names, source=source, text=text, resumable=resumable
+        )
+    except RouteError as exc:
+        raise ConfigError(str(exc)) from None

@@ -5,6 +5,9 @@ into a ``data: {"error": ...}`` frame after it."""
 
 from __future__ import annotations
 
+import email.utils
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -125,3 +128,55 @@ class UpstreamTimeout(BridgeError):
     status = 504
     type = "timeout_error"
     code = "upstream_timeout"
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    raw_ms = _header(headers, "retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = _header(headers, "retry-after")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def status_error(
+    status: int,
+    message: str,
+    *,
+    retry: float | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> BridgeError:
+    """The ``BridgeError`` for an upstream's error status (its message already extracted)."""
+    if status == 429:
+        return RateLimited(message, retry_after=retry, code=code or "rate_limit_exceeded", param=param)
+    if status in (503, 529):
+        return UpstreamUnavailable(message, retry_after=retry if retry is not None else 1.0, param=param)
+    if status == 504:
+        return UpstreamTimeout(message, code="upstream_timeout")
+    if status >= 500:
+        return UpstreamError(message, param=param)
+    return UpstreamRejected(message, status=status, code=code or "upstream_rejected", param=param)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header from any mapping (aiohttp's is case-insensitive, a plain dict is not)."""
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.title())
+    if value is None and not hasattr(headers, "getall"):
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value

@@ -59,6 +59,9 @@ class Backend(Protocol):
 
     name: str
     kind: str
+    #: Whether the upstream can continue a final assistant message (stream resumption); the
+    #: config refuses ``resume = true`` on an upstream whose kind cannot.
+    can_continue: bool
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> Self:

@@ -27,25 +27,19 @@ other 4xx                   ``UpstreamRejected`` with the same status           
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
-from ..errors import (
-    BridgeError,
-    RateLimited,
-    UpstreamError,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, retry_after, status_error
 from ..ndjson import NDJSONDecoder
 from ..sse import ServerSentEvent, SSEDecoder
 from .base import BackendConfig, Health
+
+T = TypeVar("T")
 
 __all__ = [
     "HttpBackendBase",
@@ -58,48 +52,6 @@ __all__ = [
     "status_error",
     "transport_errors",
 ]
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(float(raw_ms) / 1000, 0.0)
-        except ValueError:
-            pass
-    raw = headers.get("Retry-After")
-    if not raw:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def status_error(
-    status: int,
-    message: str,
-    *,
-    retry: float | None = None,
-    code: str | None = None,
-    param: str | None = None,
-) -> BridgeError:
-    """The ``BridgeError`` for an upstream's error status (its message already extracted)."""
-    if status == 429:
-        return RateLimited(message, retry_after=retry, code=code or "rate_limit_exceeded", param=param)
-    if status in (503, 529):
-        return UpstreamUnavailable(message, retry_after=retry if retry is not None else 1.0, param=param)
-    if status == 504:
-        return UpstreamTimeout(message, code="upstream_timeout")
-    if status >= 500:
-        return UpstreamError(message, param=param)
-    return UpstreamRejected(message, status=status, code=code or "upstream_rejected", param=param)
 
 
 @contextmanager
@@ -160,8 +112,18 @@ async def read_body(resp: aiohttp.ClientResponse, *, what: str, timeout: float) 
         resp.release()
 
 
-async def _chunks(resp: aiohttp.ClientResponse, *, what: str, idle: float, first: float) -> AsyncIterator[bytes]:
-    """Body bytes as they come: at most ``first`` s for the first bytes, ``idle`` s between."""
+async def _decoded(
+    resp: aiohttp.ClientResponse,
+    *,
+    what: str,
+    idle: float,
+    first: float,
+    decode: Callable[[bytes], list[T]],
+    finish: Callable[[], list[T]],
+) -> AsyncGenerator[T, None]:
+    """What ``decode`` makes of the body as it comes: at most ``first`` s until the first decoded
+    item (bytes that decode to nothing, like keep-alive comments, don't count), ``idle`` s between
+    reads after it; ``finish()`` gives what is left when the body ends."""
     content = resp.content
     loop = asyncio.get_running_loop()
     limit, code = first, "first_token_timeout"
@@ -172,37 +134,57 @@ async def _chunks(resp: aiohttp.ClientResponse, *, what: str, idle: float, first
                 data = await content.readany()
                 deadline.reschedule(None)
                 if not data:
-                    return
-                limit, code = idle, "idle_timeout"
-                yield data
+                    break
+                items = decode(data)
+                if items:
+                    limit, code = idle, "idle_timeout"
+                    for item in items:
+                        yield item
     except TimeoutError:
         where = "before its first event" if code == "first_token_timeout" else "in the middle of the answer"
         raise UpstreamTimeout(f"{what} went silent {where} for {limit:g} s.", code=code) from None
     except aiohttp.ClientError:
         raise UpstreamError(f"The connection to {what} broke in the middle of the answer.", code="stream_cut") from None
+    for item in finish():
+        yield item
 
 
-async def sse_events(
-    resp: aiohttp.ClientResponse, *, what: str, idle: float, first: float | None = None
-) -> AsyncIterator[ServerSentEvent]:
-    """The server-sent events of ``resp`` (comments skipped by the decoder)."""
+def sse_events(
+    resp: aiohttp.ClientResponse,
+    *,
+    what: str,
+    idle: float,
+    first: float | None = None,
+    tail: Callable[[ServerSentEvent], bool] | None = None,
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """The server-sent events of ``resp`` (comments skipped). An event the body ends in without
+    its blank line is delivered only if ``tail(event)`` says it is whole (llama-server ends with a
+    bare ``data: [DONE]``); otherwise it was cut and is dropped."""
     decoder = SSEDecoder()
-    async for data in _chunks(resp, what=what, idle=idle, first=idle if first is None else first):
-        for event in decoder.feed(data):
-            yield event
+
+    def finish() -> list[ServerSentEvent]:
+        if tail is None or not decoder.pending:
+            return []
+        return [e for e in decoder.feed(b"\n\n") if tail(e)]
+
+    return _decoded(
+        resp, what=what, idle=idle, first=idle if first is None else first, decode=decoder.feed, finish=finish
+    )
 
 
-async def lines(
+def lines(
     resp: aiohttp.ClientResponse, *, what: str, idle: float, first: float | None = None
-) -> AsyncIterator[bytes]:
-    """The non-empty lines of an NDJSON body."""
+) -> AsyncGenerator[bytes, None]:
+    """The non-empty lines of an NDJSON body (a last line without its newline included)."""
     decoder = NDJSONDecoder()
-    async for data in _chunks(resp, what=what, idle=idle, first=idle if first is None else first):
-        for line in decoder.feed(data):
-            yield line
-    tail = decoder.flush()
-    if tail:
-        yield tail
+
+    def finish() -> list[bytes]:
+        tail = decoder.flush()
+        return [tail] if tail else []
+
+    return _decoded(
+        resp, what=what, idle=idle, first=idle if first is None else first, decode=decoder.feed, finish=finish
+    )
 
 
 async def probe(

@@ -3,6 +3,8 @@ the built-in gateway simulator when no gateway is configured) and closes them.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -17,10 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..backends.livepeer import LivepeerBackend
+from ..assemble import build_backends, build_router
 from ..config import Settings
 from ..errors import BridgeError, InvalidRequest, NotFound
-from ..router import Router
 from . import handlers
 from .context import AppContext, new_request_id
 
@@ -28,8 +29,7 @@ log = logging.getLogger("oai_bridge.server")
 
 SETTINGS_ENV = "OAI_BRIDGE__SETTINGS_JSON"
 GC_THRESHOLD = 50_000
-#: Listed when nothing is configured: the model the Livepeer docs call the most available.
-FALLBACK_MODELS = ["meta-llama/Meta-Llama-3.1-8B-Instruct"]
+STARTUP_DISCOVERY_SECONDS = 5.0
 
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
@@ -94,12 +94,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return handlers.error_response(BridgeError("The bridge failed unexpectedly.", status=500), _rid(request))
 
 
-def _build_backend(settings: Settings, gateway_url: str, models: list[str]) -> LivepeerBackend:
-    options = settings.livepeer_options(gateway_url)
-    options.models = models
-    return LivepeerBackend(options)
-
-
 def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> BridgeApp:
     """The bridge as an ASGI app. ``tune_gc`` (the CLI sets it: it owns the process) freezes the
     startup heap and makes the cyclic garbage collector run less often."""
@@ -109,26 +103,26 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Br
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         simulator = None
-        if settings.gateway_url is None:
+        gateway_url, default_models = None, None
+        if settings.simulated:
             from ..simulators import livepeer as sim
 
             api = settings.gateway_api if settings.gateway_api in ("json", "form") else "json"
             simulator = await sim.start_simulator(api=api)
             log.warning(
-                "No Livepeer gateway configured: replies come from the BUILT-IN SIMULATOR at %s "
+                "No backend configured: replies come from the BUILT-IN SIMULATOR (a Livepeer gateway) at %s "
                 "(api=%s). They are simulated, not model output. Set --gateway URL for a real gateway.",
                 simulator.url,
                 api,
             )
-            backend = _build_backend(settings, simulator.url, settings.models or list(sim.DEFAULT_MODELS))
-        else:
-            assert settings.gateway_url is not None
-            backend = _build_backend(
-                settings,
-                settings.gateway_url,
-                settings.models or ([] if settings.cli_url else list(FALLBACK_MODELS)),
-            )
-        ctx = AppContext(settings=settings, router=Router([backend]), simulator=simulator)
+            gateway_url, default_models = simulator.url, settings.models or list(sim.DEFAULT_MODELS)
+        router = build_router(
+            settings, build_backends(settings, gateway_url=gateway_url, default_models=default_models)
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STARTUP_DISCOVERY_SECONDS):
+                await router.models()  # learn which backend lists which model
+        ctx = AppContext(settings=settings, router=router, simulator=simulator)
         app.state.ctx = bridge.ctx = ctx
         # Startup objects live for the whole run: keep them out of the cyclic GC's way, and let
         # it run less often (most per-request garbage is freed by reference counting).
@@ -155,9 +149,11 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Br
         Route("/v1/videos/{video_id}/content", handlers.videos_content, methods=["GET"]),
         Route("/v1/audio/transcriptions", handlers.audio_transcriptions, methods=["POST"]),
         Route("/v1/audio/speech", handlers.audio_speech, methods=["POST"]),
+        Route("/v1/embeddings", handlers.embeddings, methods=["POST"]),
         Route("/v1/models", handlers.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", handlers.get_model, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
+        Route("/health/backends", handlers.health_backends, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

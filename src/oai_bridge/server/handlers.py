@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..backends.base import (
+    Embeddings,
     ImageEditing,
     ImageGeneration,
     PipelinePassthrough,
@@ -27,6 +28,7 @@ from ..backends.base import (
     Transcription,
     VideoGeneration,
 )
+from ..embeddings import EmbeddingRequest
 from ..errors import BridgeError, InvalidRequest, NotFound
 from ..media import (
     ImageEditRequest,
@@ -133,15 +135,15 @@ async def chat_completions(ctx: AppContext, scope: dict[str, Any], receive: Any,
     """``POST /v1/chat/completions`` (raw ASGI)."""
     try:
         chat = parse_chat_request(parse_json(await read_body(scope, receive, ctx.settings.max_body_bytes)))
-        backend = ctx.router.route(chat.model)
+        router = ctx.router
         if chat.is_stream:
             response = SSEResponse(
-                backend.stream(chat), request_id=request_id, keepalive=ctx.settings.keepalive_interval
+                router.stream(chat), request_id=request_id, keepalive=ctx.settings.keepalive_interval
             )
             await response(scope, receive, send)
             return
         with cancel_on_disconnect(scope, receive) as guard:
-            result = await backend.chat(chat)
+            result = await router.chat(chat)
         if guard.disconnected:
             log.info("client disconnected; upstream request closed (request %s)", request_id)
             return
@@ -201,12 +203,24 @@ def capable(ctx: AppContext, model: str | None, capability: Any, what: str) -> A
     return backend
 
 
+def routed(ctx: AppContext, job: T, capability: Any, what: str) -> tuple[Any, T]:
+    """The capable backend for ``job.model`` and the job renamed to the model that backend is
+    asked for (a route may map a public name to an upstream name)."""
+    model = getattr(job, "model", None)
+    backend = capable(ctx, model, capability, what)
+    if model:
+        upstream_model = ctx.router.resolve(model)[1]
+        if upstream_model != model:
+            job = job.model_copy(update={"model": upstream_model})
+    return backend, job
+
+
 async def image_generations(request: Request) -> Response:
     """``POST /v1/images/generations``."""
     ctx = _ctx(request)
     body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
     images = validated(ImageGenerationRequest, parse_json(body))
-    backend = capable(ctx, images.model, ImageGeneration, "generate images")
+    backend, images = routed(ctx, images, ImageGeneration, "generate images")
     return json_response(await backend.generate_images(images), request)
 
 
@@ -215,7 +229,7 @@ async def audio_speech(request: Request) -> Response:
     ctx = _ctx(request)
     body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
     speech = validated(SpeechRequest, parse_json(body))
-    backend = capable(ctx, speech.model, SpeechSynthesis, "synthesise speech")
+    backend, speech = routed(ctx, speech, SpeechSynthesis, "synthesise speech")
     audio = await backend.speech(speech)
     data, media_type = audio["data"], audio["content_type"]
     return Response(data, media_type=media_type, headers={"x-request-id": request.state.request_id})
@@ -274,7 +288,7 @@ async def audio_transcriptions(request: Request) -> Response:
     """``POST /v1/audio/transcriptions`` (multipart)."""
     ctx = _ctx(request)
     job = await multipart_job(request, TranscriptionRequest, ("file",), lists=("timestamp_granularities",))
-    backend = capable(ctx, job.model, Transcription, "transcribe audio")
+    backend, job = routed(ctx, job, Transcription, "transcribe audio")
     transcript = await backend.transcribe(job)
     body, media_type = format_transcript(transcript, job.response_format, granularities=job.timestamp_granularities)
     return Response(body, media_type=media_type, headers={"x-request-id": request.state.request_id})
@@ -284,7 +298,7 @@ async def image_edits(request: Request) -> Response:
     """``POST /v1/images/edits`` (multipart; one input image, as ``image`` or ``image[]``)."""
     ctx = _ctx(request)
     job = await multipart_job(request, ImageEditRequest, ("image", "image[]"))
-    backend = capable(ctx, job.model, ImageEditing, "edit images")
+    backend, job = routed(ctx, job, ImageEditing, "edit images")
     return json_response(await backend.edit_images(job), request)
 
 
@@ -347,5 +361,26 @@ async def not_ready(request: Request) -> Response:
     raise BridgeError("The bridge is still starting.", status=503, retry_after=1.0)
 
 
+async def embeddings(request: Request) -> Response:
+    """``POST /v1/embeddings`` (float or base64, as asked)."""
+    ctx = _ctx(request)
+    body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
+    job = validated(EmbeddingRequest, parse_json(body))
+    backend, job = routed(ctx, job, Embeddings, "make embeddings")
+    result = await backend.embeddings(job)
+    result["model"] = result.get("model") or job.model
+    return json_response(result, request)
+
+
 async def health(request: Request) -> Response:
+    """Liveness: the process answers (cheap, touches no upstream)."""
     return json_response({"status": "ok"}, request)
+
+
+async def health_backends(request: Request) -> Response:
+    """Each backend's reachability (``connected`` / ``unreachable`` / ``error``, with the error);
+    503 when none is connected."""
+    lines = await _ctx(request).router.health()
+    ok = any(line["status"] == "connected" for line in lines)
+    body = {"status": "ok" if ok else "unavailable", "backends": lines}
+    return json_response(body, request, status=200 if ok else 503)

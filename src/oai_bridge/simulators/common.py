@@ -51,6 +51,7 @@ __all__ = [
     "conversation_text",
     "count_tokens",
     "embed",
+    "hold",
     "reply_pieces",
     "reply_words",
     "serve",

@@ -88,6 +88,7 @@ class LivepeerBackend(LivepeerVideoMixin):
     """``Backend`` for a Livepeer AI gateway (both ``/llm`` generations)."""
 
     kind = "livepeer"
+    can_continue = False  # the runner's chat template always opens a new assistant turn
 
     def __init__(self, options: LivepeerOptions, *, name: str = "livepeer") -> None:
         self.name = name
