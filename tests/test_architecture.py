@@ -15,6 +15,7 @@ BACKEND_IO = {"backend.py", "__init__.py", "media_io.py", "video_io.py", "transp
 PURE = [
     "types.py",
     "errors.py",
+    "redact.py",
     "sse.py",
     "ndjson.py",
     "chunks.py",

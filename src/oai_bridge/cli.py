@@ -6,16 +6,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import os
 import sys
+import tomllib
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import orjson
 
 from . import __version__
 from .backends.base import Health
 from .config import CONFIG_ENV, OPTIONS, ConfigError, Settings, load_settings
+from .logs import log_config
+from .redact import redact, register_env_secrets, register_secret
 
 log = logging.getLogger("oai_bridge")
 
@@ -42,6 +47,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--config", metavar="FILE", help=f"TOML config file (env {CONFIG_ENV})")
     for option in OPTIONS:
         default = "unset" if option.default in (None, [], {}) else option.default
+        if isinstance(default, list):
+            default = ",".join(default)
         if option.secret:
             default = "unset"
         p.add_argument(
@@ -91,8 +98,15 @@ def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose error messages (which quote what was typed) hold no secret."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="oai-bridge",
         description="An OpenAI-compatible API in front of a Livepeer AI gateway.",
     )
@@ -105,16 +119,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """One stderr handler for every logger (uvicorn's too): each line names its request and holds
+    no secret (``oai_bridge.logs``). ``serve`` hands the same config to uvicorn's workers."""
+    logging.config.dictConfig(log_config(level))
+
+
+def _register_secrets(argv: Sequence[str]) -> None:
+    """Before anything can print them: the values of secret flags and env vars (``redact``)."""
+    secret_flags = {o.flag for o in OPTIONS if o.secret}
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in secret_flags:
+            register_secret(value if eq else (argv[i + 1] if i + 1 < len(argv) else None))
+    register_env_secrets(os.environ, [o.env for o in OPTIONS if o.secret])
+
+
+def _register_file_secrets(path: str | None) -> None:
+    """The keys a config file's backends name (``api_key_env``), for a config error that may quote
+    one: the file could not be loaded, so they were not registered the usual way."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return
+    tables = data.get("backends")
+    for table in tables.values() if isinstance(tables, dict) else ():
+        name = table.get("api_key_env") if isinstance(table, dict) else None
+        if isinstance(name, str):
+            register_secret(os.environ.get(name))
 
 
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from .server import shutdown
     from .server.app import SETTINGS_ENV, create_app
     from .server.protocol import CoalescingHttpToolsProtocol
 
@@ -133,19 +170,23 @@ def serve(settings: Settings) -> None:
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": False,
-        "timeout_graceful_shutdown": 10,
+        "log_config": log_config(settings.log_level),
+        "timeout_graceful_shutdown": shutdown.last_resort(settings.shutdown_grace),
         "proxy_headers": False,
         "server_header": False,
         "http": CoalescingHttpToolsProtocol,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,  # the request head limit (431)
     }
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = orjson.dumps(settings.to_dict()).decode()
-        uvicorn.run("oai_bridge.server.app:app_from_env", factory=True, workers=settings.workers, **common)
+        app = "oai_bridge.server.app:app_from_env"
+        shutdown.run_workers(uvicorn.Config(app, factory=True, workers=settings.workers, **common))
     else:
-        uvicorn.run(create_app(settings, tune_gc=True), **common)
+        shutdown.run_server(uvicorn.Config(create_app(settings, tune_gc=True), **common))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _register_secrets(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -164,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         build_backends(settings, gateway_url=settings.gateway_url or "http://127.0.0.1:1")  # checks options
     except ConfigError as exc:
-        print(f"oai-bridge: configuration error: {exc}", file=sys.stderr)
+        _register_file_secrets(args.config or os.environ.get(CONFIG_ENV))
+        print(f"oai-bridge: configuration error: {redact(str(exc))}", file=sys.stderr)
         return 2
     if args.command == "models":
         _configure_logging("warning")

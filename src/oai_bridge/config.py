@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,10 @@ from .failover import FailoverPolicy
 from .routes import BackendSpec, Route, RouteError, discover, locate, parse_backends, parse_routes
 
 __all__ = ["OPTIONS", "ConfigError", "Option", "Settings", "load_settings"]
+
+
+#: The deepest ``max_json_depth`` allowed: orjson encodes at most 255 levels.
+MAX_JSON_DEPTH = 200
 
 
 class ConfigError(Exception):
@@ -125,11 +130,69 @@ def _vision(value: Any) -> str:
     return text
 
 
+def _json_depth(value: Any) -> int:
+    number = _whole(value)
+    if not 1 <= number <= MAX_JSON_DEPTH:  # orjson refuses to encode deeper (forwarded bodies)
+        raise ValueError(f"expected a depth from 1 to {MAX_JSON_DEPTH}, got {number}")
+    return number
+
+
+def _header_bytes(value: Any) -> int:
+    number = _whole(value)
+    if number < 1024:
+        raise ValueError(f"expected at least 1024 bytes, got {number}")
+    return number
+
+
 def _log_level(value: Any) -> str:
     text = str(value).lower()
     if text not in ("debug", "info", "warning", "error"):
         raise ValueError(f"expected debug, info, warning or error, got {text!r}")
     return text
+
+
+def _items(value: Any) -> list[str]:
+    raw = value if isinstance(value, list) else str(value).split(",")
+    return [str(v).strip() for v in raw if str(v).strip()]
+
+
+def _origins(value: Any) -> list[str]:
+    """Browser origins allowed by CORS: ``*`` or ``scheme://host[:port]`` each (a list or ``A,B``)."""
+    out: list[str] = []
+    for item in _items(value):
+        origin = item.rstrip("/").lower()
+        parts = urlsplit(origin)
+        if origin != "*" and not (parts.scheme and parts.netloc and not parts.path and not parts.query):
+            raise ValueError(f"expected '*' or origins like https://app.example.com, got {item!r}")
+        out.append(origin)
+    return out
+
+
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'+.^_`|~-]+\*?|\*")
+
+
+def _header_names(value: Any) -> list[str]:
+    """Request header names (``x-stainless-*``: every name with that prefix; ``*``: any)."""
+    out = [name.lower() for name in _items(value)]
+    for name in out:
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"expected header names (a trailing * matches a prefix), got {name!r}")
+    return out
+
+
+#: What browser SDKs send (openai-node with dangerouslyAllowBrowser, anthropic-ts with
+#: anthropic-dangerous-direct-browser-access), so a preflight must allow them.
+CORS_ALLOW_HEADERS = [
+    "authorization",
+    "content-type",
+    "x-stainless-*",
+    "openai-*",
+    "x-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
+    "x-request-id",
+]
 
 
 @dataclass(frozen=True)
@@ -188,6 +251,76 @@ OPTIONS: tuple[Option, ...] = (
         25 << 20,
         "largest multipart upload accepted (audio, images; larger: 413)",
         "BYTES",
+    ),
+    Option(
+        "max_messages",
+        "server",
+        "OAI_BRIDGE_MAX_MESSAGES",
+        "--max-messages",
+        _positive_int,
+        2048,
+        "most messages one chat request may hold (more: 400)",
+        "N",
+    ),
+    Option(
+        "max_json_depth",
+        "server",
+        "OAI_BRIDGE_MAX_JSON_DEPTH",
+        "--max-json-depth",
+        _json_depth,
+        64,
+        "deepest nesting of arrays and objects accepted in a JSON body, 1-200 (deeper: 400)",
+        "N",
+    ),
+    Option(
+        "max_header_bytes",
+        "server",
+        "OAI_BRIDGE_MAX_HEADER_BYTES",
+        "--max-header-bytes",
+        _header_bytes,
+        64 << 10,
+        "largest request head (request line and headers) accepted (larger: 431, connection closed)",
+        "BYTES",
+    ),
+    Option(
+        "shutdown_grace",
+        "server",
+        "OAI_BRIDGE_SHUTDOWN_GRACE",
+        "--shutdown-grace",
+        _seconds,
+        25.0,
+        "seconds in-flight requests get to finish after SIGTERM/SIGINT (then: an error frame or 503)",
+        "SECONDS",
+    ),
+    Option(
+        "cors_origins",
+        "server",
+        "OAI_BRIDGE_CORS_ORIGINS",
+        "--cors-origins",
+        _origins,
+        [],
+        "browser origins allowed to call the API (CORS), comma-separated, or * for any; unset: CORS off",
+        "A,B",
+    ),
+    Option(
+        "cors_allow_headers",
+        "server",
+        "OAI_BRIDGE_CORS_ALLOW_HEADERS",
+        "--cors-allow-headers",
+        _header_names,
+        CORS_ALLOW_HEADERS,
+        "request headers a CORS preflight allows (a trailing * matches a prefix; * allows any)",
+        "A,B",
+    ),
+    Option(
+        "cors_max_age",
+        "server",
+        "OAI_BRIDGE_CORS_MAX_AGE",
+        "--cors-max-age",
+        _whole_min0,
+        600,
+        "seconds a browser may cache a CORS preflight answer",
+        "SECONDS",
     ),
     Option(
         "gateway_url",
@@ -419,6 +552,13 @@ class Settings(LivepeerTuning):
     keepalive_interval: float = 15.0
     max_body_bytes: int = 8 << 20
     max_upload_bytes: int = 25 << 20
+    max_messages: int = 2048
+    max_json_depth: int = 64
+    max_header_bytes: int = 64 << 10
+    shutdown_grace: float = 25.0
+    cors_origins: list[str] = field(default_factory=list)  # empty: CORS off (no layer at all)
+    cors_allow_headers: list[str] = field(default_factory=lambda: list(CORS_ALLOW_HEADERS))
+    cors_max_age: int = 600
     gateway_url: str | None = None  # unset: the built-in simulator (when no backend is declared)
     retries: int = 2
     backoff: float = 0.25

@@ -1,7 +1,8 @@
 """One exception family. Every failure the bridge reports is a ``BridgeError``: it knows its HTTP
 status, its OpenAI error body ``{"error": {"message", "type", "param", "code"}}`` and the extra
 headers (``Retry-After``) it needs. The server turns it into a response before the first byte and
-into a ``data: {"error": ...}`` frame after it."""
+into a ``data: {"error": ...}`` frame after it. Its message is redacted when it is made
+(``redact.redact``): upstream error texts that echo a key never reach a client or a log."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
+from .redact import redact
 
 
 class BridgeError(Exception):
@@ -27,9 +30,10 @@ class BridgeError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
+        message = redact(message)  # an upstream's words may echo a key: scrubbed once, here
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = redact(param) if param else param
         if code is not None:
             self.code = code
         if status is not None:

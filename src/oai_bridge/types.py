@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, fiel
 
 Role = Literal["system", "user", "assistant", "developer", "tool", "function"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+#: No model writes a million tokens in one answer: a larger ``max_tokens`` is a mistake (400).
+MAX_TOKENS_CAP = 1_000_000
 
 
 class ChatMessage(BaseModel):
@@ -46,8 +48,8 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CAP)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CAP)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     n: int | None = Field(default=None, ge=1, le=128)
@@ -116,6 +118,23 @@ class ChatCompletionRequest(BaseModel):
         copy = self.model_copy(update=update)
         copy._continuation = True
         return copy
+
+
+def text_only_gap(request: ChatCompletionRequest) -> tuple[str, str] | None:
+    """The first parameter an upstream that only completes text (no tools, one choice, no
+    logprobs, no JSON mode) cannot serve, as ``(param, what it asks for)``, else ``None``."""
+    if request.tools or request.functions:
+        return ("tools" if request.tools else "functions"), "Tool calling"
+    if request.tool_choice not in (None, "none") or request.function_call not in (None, "none"):
+        return ("tool_choice" if request.tool_choice else "function_call"), "Tool choice"
+    if request.n not in (None, 1):
+        return "n", "Generating more than one choice (n > 1)"
+    if request.logprobs or request.top_logprobs:
+        return ("logprobs" if request.logprobs else "top_logprobs"), "Log probabilities"
+    fmt = request.response_format
+    if fmt is not None and fmt.get("type") not in (None, "text"):
+        return "response_format", f"response_format {fmt.get('type')!r}"
+    return None
 
 
 class Usage(TypedDict):

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import openai
 import uvicorn
+from routedstack import Up
+from routedstack import start_stack as start_routed_stack
 
 from oai_bridge.config import Settings
-from oai_bridge.server.app import create_app
-from oai_bridge.server.protocol import CoalescingHttpToolsProtocol
-from oai_bridge.simulators.livepeer import RunningSimulator, start_simulator
+from oai_bridge.simulators.livepeer import RunningSimulator
 
 T = TypeVar("T")
 MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct"
@@ -48,58 +48,15 @@ class Stack:
 
 def start_stack(api: str = "json", **settings: Any) -> Stack:
     """Simulator (``api`` generation) + bridge pointed at it; extra kwargs are Settings fields."""
-    loop = asyncio.new_event_loop()
-    ready: dict[str, Any] = {}
-    started = threading.Event()
-
-    async def main() -> None:
-        sim = await start_simulator(api=api)
-        config = Settings(gateway_url=sim.url, **settings)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(config),
-                host="127.0.0.1",
-                port=0,
-                log_level="warning",
-                access_log=False,
-                lifespan="on",
-                timeout_graceful_shutdown=2,
-                http=CoalescingHttpToolsProtocol,
-            )
-        )
-        ready["sim"], ready["server"] = sim, server
-        task = asyncio.ensure_future(server.serve())
-        while not server.started and not task.done():
-            await asyncio.sleep(0.01)
-        if task.done():
-            ready["error"] = task.exception()
-            started.set()
-            return
-        ready["port"] = server.servers[0].sockets[0].getsockname()[1]
-        started.set()
-        try:
-            await task
-        finally:
-            await sim.aclose()
-
-    def target() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=target, name=f"stack-{api}", daemon=True)
-    thread.start()
-    if not started.wait(20) or "error" in ready:
-        raise RuntimeError(f"the test stack did not start: {ready.get('error')}")
+    up = Up("livepeer", "livepeer", sim={"api": api})
+    routed = start_routed_stack([up], lambda urls: Settings(gateway_url=urls["livepeer"], **settings))
     return Stack(
-        simulator=ready["sim"],
-        url=f"http://127.0.0.1:{ready['port']}",
-        loop=loop,
-        server=ready["server"],
+        simulator=routed.upstreams["livepeer"],
+        url=routed.url,
+        loop=routed.loop,
+        server=routed.server,
         api=api,
-        thread=thread,
+        thread=routed.thread,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from oai_bridge.cli import build_parser
-from oai_bridge.config import OPTIONS, ConfigError, Settings, load_settings
+from oai_bridge.config import CORS_ALLOW_HEADERS, OPTIONS, ConfigError, Settings, load_settings
 
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
@@ -18,6 +18,13 @@ DEFAULTS: dict[str, Any] = {
     "keepalive_interval": 15.0,
     "max_body_bytes": 8 * 1024 * 1024,
     "max_upload_bytes": 25 * 1024 * 1024,
+    "max_messages": 2048,
+    "max_json_depth": 64,
+    "max_header_bytes": 65536,
+    "shutdown_grace": 25.0,
+    "cors_origins": [],
+    "cors_allow_headers": list(CORS_ALLOW_HEADERS),
+    "cors_max_age": 600,
     "gateway_url": None,
     "gateway_api": "auto",
     "gateway_token": None,
@@ -51,6 +58,13 @@ log_level = "DEBUG"
 keepalive_interval = 5
 max_body_bytes = 1048576
 max_upload_bytes = 2048
+max_messages = 16
+max_json_depth = 8
+max_header_bytes = 4096
+shutdown_grace = 3
+cors_origins = ["https://app.example.com"]
+cors_allow_headers = ["authorization"]
+cors_max_age = 60
 
 [livepeer]
 gateway_url = "https://gw.example.com:8935/"
@@ -86,6 +100,13 @@ FULL_VALUES: dict[str, Any] = {
     "keepalive_interval": 5.0,
     "max_body_bytes": 1048576,
     "max_upload_bytes": 2048,
+    "max_messages": 16,
+    "max_json_depth": 8,
+    "max_header_bytes": 4096,
+    "shutdown_grace": 3.0,
+    "cors_origins": ["https://app.example.com"],
+    "cors_allow_headers": ["authorization"],
+    "cors_max_age": 60,
     "gateway_url": "https://gw.example.com:8935",
     "gateway_api": "form",
     "gateway_token": "sekret",
@@ -352,7 +373,9 @@ def test_unknown_field_lists_known_fields(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config_file=write(tmp_path, "[server]\nprot = 80\n"), environ={})
     assert str(info.value).endswith(
-        "(known: host, port, workers, log_level, keepalive_interval, max_body_bytes, max_upload_bytes)"
+        "(known: host, port, workers, log_level, keepalive_interval, max_body_bytes, max_upload_bytes, "
+        "max_messages, max_json_depth, max_header_bytes, shutdown_grace, cors_origins, cors_allow_headers, "
+        "cors_max_age)"
     )
 
 

@@ -18,6 +18,7 @@ from ..media import (
     Video,
     VideoCreateRequest,
 )
+from ..redact import register_secret
 from ..types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 
 
@@ -36,6 +37,9 @@ class BackendConfig:
     request_timeout: float = 600.0
     models: list[str] = field(default_factory=list)  # listed by /v1/models besides what it reports
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        register_secret(self.api_key)  # redacted from every log line and error message
 
 
 class Health(TypedDict):

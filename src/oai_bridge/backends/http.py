@@ -33,21 +33,26 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 
-from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, retry_after, status_error
+from ..errors import BridgeError, UpstreamError, UpstreamTimeout, UpstreamUnavailable, retry_after, status_error
 from ..ndjson import NDJSONDecoder
+from ..redact import redact
 from ..sse import ServerSentEvent, SSEDecoder
 from .base import BackendConfig, Health
 
 T = TypeVar("T")
 
 __all__ = [
+    "DRAIN_SECONDS",
     "HttpBackendBase",
+    "drain",
     "lines",
     "open_response",
     "probe",
     "read_body",
     "retry_after",
+    "settle",
     "sse_events",
     "status_error",
     "transport_errors",
@@ -187,6 +192,29 @@ def lines(
     )
 
 
+DRAIN_SECONDS = 0.05
+
+
+async def drain(resp: aiohttp.ClientResponse) -> None:
+    """After an answer's end marker: read the body's terminator (bounded, never delays much) so
+    the connection can go back to the pool."""
+    if not resp.content.at_eof():
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await resp.content.read()
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+
+
+def settle(resp: aiohttp.ClientResponse, *, complete: bool) -> None:
+    """Back to the pool after a complete, fully read body; otherwise close the connection, which
+    stops the upstream's work at once (a client that left, a failure, a stop sequence)."""
+    if complete and resp.content.at_eof():
+        resp.release()
+    else:
+        resp.close()
+
+
 async def probe(
     session: aiohttp.ClientSession,
     *,
@@ -203,7 +231,7 @@ async def probe(
     out: Health = {
         "name": name,
         "kind": kind,
-        "url": base_url,
+        "url": redact(base_url),  # a URL's user:password never shows
         "status": "connected",
         "error": None,
         "latency_ms": None,
@@ -216,8 +244,8 @@ async def probe(
     except TimeoutError:
         out["status"], out["error"] = "unreachable", f"no answer within {timeout:g} s"
         return out
-    except aiohttp.ClientError as exc:
-        out["status"], out["error"] = "unreachable", f"{type(exc).__name__}: {exc}"
+    except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a request aiohttp refuses to make
+        out["status"], out["error"] = "unreachable", redact(f"{type(exc).__name__}: {exc}")
         return out
     out["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
     if status >= ok_below:
@@ -258,6 +286,33 @@ class HttpBackendBase:
 
     def health_headers(self) -> dict[str, str]:
         return {}
+
+    def error_from_response(self, status: int, body: bytes, headers: Mapping[str, str]) -> BridgeError:
+        """The ``BridgeError`` for an error status of this upstream (each kind reads its own
+        error bodies; this default maps the status alone)."""
+        return status_error(status, f"{self.what} answered HTTP {status}.", retry=retry_after(headers))
+
+    async def post_json(
+        self, path: str, body: Any, *, timeout: float, headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse:
+        """POST ``body`` as JSON and wait (``timeout`` s) for the head: the 2xx response, or the
+        mapped error of any other answer (its body read briefly, for the message)."""
+        resp = await open_response(
+            self.session(),
+            "POST",
+            self.base_url + path,
+            what=self.what,
+            timeout=timeout,
+            data=orjson.dumps(body),
+            headers=headers,
+        )
+        if resp.status < 300:
+            return resp
+        try:
+            raw = await read_body(resp, what=self.what, timeout=min(timeout, 10.0))
+        except BridgeError:  # the status says enough
+            raw = b""
+        raise self.error_from_response(resp.status, raw, resp.headers)
 
     async def health(self) -> Health:
         return await probe(

@@ -8,7 +8,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,8 +22,11 @@ from starlette.routing import Route
 from ..assemble import build_backends, build_router
 from ..config import Settings
 from ..errors import BridgeError, InvalidRequest, NotFound
+from ..logs import REQUEST_ID
 from . import handlers
-from .context import AppContext, new_request_id
+from .context import AppContext, new_request_id, with_request_id
+from .cors import CORSMiddleware, CORSPolicy
+from .shutdown import shutting_down
 
 log = logging.getLogger("oai_bridge.server")
 
@@ -56,11 +59,55 @@ class BridgeApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             rid = _request_id(scope)
-            if scope["method"] == "POST" and scope["path"] in CHAT_PATHS and self.ctx is not None:
-                await handlers.chat_completions(self.ctx, scope, receive, send, rid)
+            token = REQUEST_ID.set(rid)  # every log line of this request names it (oai_bridge.logs)
+            try:
+                if scope["method"] == "POST" and scope["path"] in CHAT_PATHS and self.ctx is not None:
+                    await handlers.chat_completions(self.ctx, scope, receive, send, rid)
+                    return
+                scope.setdefault("state", {})["request_id"] = rid
+                await self._http(scope, receive, send, rid)
                 return
-            scope.setdefault("state", {})["request_id"] = rid
+            finally:
+                REQUEST_ID.reset(token)
         await self.starlette(scope, receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any, rid: str) -> None:
+        """A Starlette route; one still running at the end of the shutdown grace gets a 503 if it
+        has sent nothing yet."""
+        sent = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal sent
+            if not sent:
+                with_request_id(message, rid)  # Starlette's own answers too (404, 405, redirects)
+            sent = True
+            await send(message)
+
+        ctx = self.ctx
+        try:
+            await self.starlette(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if sent or ctx is None or not ctx.drain.absorb():
+                raise
+            await handlers.send_error(send, shutting_down(), rid)
+
+    def begin_drain(self, tasks: set[asyncio.Task[None]]) -> None:
+        """uvicorn began a graceful shutdown (``server/shutdown.py``)."""
+        if self.ctx is not None:
+            self.ctx.drain.begin(tasks)
+
+
+class CORSBridgeApp(BridgeApp):
+    """``BridgeApp`` behind the CORS layer (``server/cors.py``), in front of every route, the raw
+    chat route too. ``create_app`` uses it only when ``cors_origins`` is set: CORS off costs nothing."""
+
+    def __init__(self, starlette: Starlette, settings: Settings) -> None:
+        super().__init__(starlette)
+        policy = CORSPolicy(settings.cors_origins, settings.cors_allow_headers, settings.cors_max_age)
+        self._cors = CORSMiddleware(super().__call__, policy, request_id=_request_id)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self._cors(scope, receive, send)
 
 
 def _rid(request: Request) -> str:
@@ -84,9 +131,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             status=405,
             code="method_not_allowed",
         )
-    else:
-        error = BridgeError(str(exc.detail), status=exc.status_code)
-    return handlers.error_response(error, _rid(request))
+    else:  # a 4xx is the client's (invalid_request_error), not a server_error
+        error = (InvalidRequest if exc.status_code < 500 else BridgeError)(str(exc.detail), status=exc.status_code)
+    response = handlers.error_response(error, _rid(request))
+    if exc.headers:
+        response.headers.update(exc.headers)  # a 405's Allow
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -154,13 +204,14 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Br
         Route("/v1/models/{model_id:path}", handlers.get_model, methods=["GET"]),
         Route("/health", handlers.health, methods=["GET"]),
         Route("/health/backends", handlers.health_backends, methods=["GET"]),
+        Route("/openapi.json", handlers.openapi_json, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={BridgeError: _bridge_error, HTTPException: _http_error, Exception: _unexpected},
     )
-    bridge = BridgeApp(app)
+    bridge = CORSBridgeApp(app, settings) if settings.cors_origins else BridgeApp(app)
     return bridge
 
 

@@ -8,6 +8,7 @@ endpoints.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,8 +42,11 @@ from ..media import (
     format_transcript,
 )
 from ..types import ChatCompletionRequest
+from . import openapi
 from .context import AppContext
 from .disconnect import cancel_on_disconnect
+from .limits import check_messages, parse_json
+from .shutdown import shutting_down
 from .streaming import SSEResponse, json_message
 
 log = logging.getLogger("oai_bridge.server")
@@ -78,15 +83,6 @@ async def read_body(scope: Mapping[str, Any], receive: Any, limit: int) -> bytes
         parts.append(body)
         if not message.get("more_body"):
             return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest(
-            "The request body is not valid JSON (it must be a UTF-8 JSON object).", code="invalid_json"
-        ) from None
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -133,12 +129,17 @@ async def send_error(send: Any, error: BridgeError, request_id: str) -> None:
 
 async def chat_completions(ctx: AppContext, scope: dict[str, Any], receive: Any, send: Any, request_id: str) -> None:
     """``POST /v1/chat/completions`` (raw ASGI)."""
+    streaming = False
     try:
-        chat = parse_chat_request(parse_json(await read_body(scope, receive, ctx.settings.max_body_bytes)))
+        settings = ctx.settings
+        payload = parse_json(await read_body(scope, receive, settings.max_body_bytes), settings.max_json_depth)
+        check_messages(payload, settings.max_messages)
+        chat = parse_chat_request(payload)
         router = ctx.router
         if chat.is_stream:
+            streaming = True
             response = SSEResponse(
-                router.stream(chat), request_id=request_id, keepalive=ctx.settings.keepalive_interval
+                router.stream(chat), request_id=request_id, keepalive=ctx.settings.keepalive_interval, drain=ctx.drain
             )
             await response(scope, receive, send)
             return
@@ -153,6 +154,11 @@ async def chat_completions(ctx: AppContext, scope: dict[str, Any], receive: Any,
         if exc.status >= 500:
             log.warning("request %s failed: %s", request_id, exc.message)
         await send_error(send, exc, request_id)
+        return
+    except asyncio.CancelledError:
+        if streaming or not ctx.drain.absorb():  # a stream ends itself (SSEResponse)
+            raise
+        await send_error(send, shutting_down(), request_id)  # the shutdown grace is over
         return
     except Exception:
         log.exception("unexpected error in request %s", request_id)
@@ -178,7 +184,9 @@ def error_response(error: BridgeError, request_id: str) -> Response:
 
 
 def _ctx(request: Request) -> AppContext:
-    ctx: AppContext = request.app.state.ctx
+    ctx: AppContext | None = getattr(request.app.state, "ctx", None)
+    if ctx is None:  # before the lifespan has built it (or after it closed)
+        raise BridgeError("The bridge is still starting.", status=503, retry_after=1.0)
     return ctx
 
 
@@ -219,7 +227,7 @@ async def image_generations(request: Request) -> Response:
     """``POST /v1/images/generations``."""
     ctx = _ctx(request)
     body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
-    images = validated(ImageGenerationRequest, parse_json(body))
+    images = validated(ImageGenerationRequest, parse_json(body, ctx.settings.max_json_depth))
     backend, images = routed(ctx, images, ImageGeneration, "generate images")
     return json_response(await backend.generate_images(images), request)
 
@@ -228,11 +236,26 @@ async def audio_speech(request: Request) -> Response:
     """``POST /v1/audio/speech``: the audio bytes (WAV unless ``pcm`` is asked for)."""
     ctx = _ctx(request)
     body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
-    speech = validated(SpeechRequest, parse_json(body))
+    speech = validated(SpeechRequest, parse_json(body, ctx.settings.max_json_depth))
     backend, speech = routed(ctx, speech, SpeechSynthesis, "synthesise speech")
     audio = await backend.speech(speech)
     data, media_type = audio["data"], audio["content_type"]
     return Response(data, media_type=media_type, headers={"x-request-id": request.state.request_id})
+
+
+def _capped(receive: Any, limit: int) -> Any:
+    """``receive`` raising the 413 once the body it delivered passes ``limit`` bytes."""
+    size = 0
+
+    async def capped() -> Any:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise too_large(limit)
+        return message
+
+    return capped
 
 
 async def _form(request: Request, limit: int) -> FormData:
@@ -240,12 +263,13 @@ async def _form(request: Request, limit: int) -> FormData:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("This endpoint takes multipart/form-data.", code="invalid_content_type")
-    try:
-        return await request.form(max_files=8, max_fields=64)
-    except MultiPartException as exc:
-        raise InvalidRequest(f"The multipart body is malformed: {exc.message}", code="invalid_multipart") from None
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise InvalidRequest("This endpoint takes multipart/form-data.", status=415, code="invalid_content_type")
+    try:  # the body counted as it arrives: a chunked body has no content-length to check first
+        return await Request(request.scope, _capped(request.receive, limit)).form(max_files=8, max_fields=64)
+    except (MultiPartException, HTTPException) as exc:  # Starlette wraps the parser's errors in a 400
+        message = exc.message if isinstance(exc, MultiPartException) else exc.detail
+        raise InvalidRequest(f"The multipart body is malformed: {message}", code="invalid_multipart") from None
 
 
 async def multipart_job(request: Request, model: type[U], names: tuple[str, ...], *, lists: tuple[str, ...] = ()) -> U:
@@ -365,11 +389,17 @@ async def embeddings(request: Request) -> Response:
     """``POST /v1/embeddings`` (float or base64, as asked)."""
     ctx = _ctx(request)
     body = await read_body(request.scope, request.receive, ctx.settings.max_body_bytes)
-    job = validated(EmbeddingRequest, parse_json(body))
+    job = validated(EmbeddingRequest, parse_json(body, ctx.settings.max_json_depth))
     backend, job = routed(ctx, job, Embeddings, "make embeddings")
     result = await backend.embeddings(job)
     result["model"] = result.get("model") or job.model
     return json_response(result, request)
+
+
+async def openapi_json(request: Request) -> Response:
+    """``GET /openapi.json``: this API's OpenAPI 3.1 document (``server/openapi.py``)."""
+    body = openapi.document_json(max_messages=_ctx(request).settings.max_messages)
+    return Response(body, media_type=JSON, headers={"x-request-id": request.state.request_id})
 
 
 async def health(request: Request) -> Response:

@@ -7,6 +7,8 @@
 - Every chunk is ``data: <compact json>\\n\\n``; success ends with ``data: [DONE]\\n\\n`` and the body
   ends at once; a failure after the first byte ends with ``data: {"error": {...}}\\n\\n``.
 - A client disconnect cancels the producer, which closes the upstream request.
+- A stream still running when the shutdown grace ends gets a ``server_shutting_down`` error frame
+  (``server/shutdown.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..errors import BridgeError, UpstreamError
 from ..sse import DONE, KEEPALIVE
 from ..types import ChatCompletionChunk
 from .disconnect import cancel_on_disconnect
+from .shutdown import Drain, shutting_down
 
 log = logging.getLogger("oai_bridge.server")
 
@@ -68,6 +71,7 @@ class SSEResponse:
     __slots__ = (
         "_chunks",
         "_closed",
+        "_drain",
         "_keepalive",
         "_last",
         "_ping_task",
@@ -77,8 +81,16 @@ class SSEResponse:
         "request_id",
     )
 
-    def __init__(self, chunks: AsyncIterator[ChatCompletionChunk], *, request_id: str, keepalive: float) -> None:
+    def __init__(
+        self,
+        chunks: AsyncIterator[ChatCompletionChunk],
+        *,
+        request_id: str,
+        keepalive: float,
+        drain: Drain | None = None,
+    ) -> None:
         self._chunks = chunks
+        self._drain = drain
         self.request_id = request_id
         self._keepalive = keepalive
         self._started = False
@@ -132,6 +144,17 @@ class SSEResponse:
             await self._start()
         await self._body(KEEPALIVE)
 
+    async def _end(self, error: BridgeError) -> None:
+        """End the response with ``error``: its status and body before the first byte, else an
+        error frame."""
+        if self._started:
+            await self._body(error_frame(error), more=False)
+        else:
+            start, body = json_error_message(error, self.request_id)
+            self._closed = True
+            await self._send(start)
+            await self._send(body)
+
     async def _pump(self) -> None:
         chunks = self._chunks
         dumps = orjson.dumps
@@ -159,7 +182,10 @@ class SSEResponse:
                     self._last = loop.time()
             await self._body(DONE, more=False)
         except asyncio.CancelledError:
-            raise
+            if self._drain is None or not self._drain.absorb():
+                raise
+            if not self._closed:  # the shutdown grace is over: end the stream, say why
+                await self._end(shutting_down())
         except Exception as exc:
             if isinstance(exc, BridgeError):
                 log.warning("stream failed after the first byte (request %s): %s", self.request_id, exc.message)

@@ -715,7 +715,9 @@ async def start_simulator(
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        # Go's listener (the real gateway's) queues up to the kernel's somaxconn; aiohttp's default
+        # of 128 would drop the SYNs of a burst of new connections (1 s+ retransmits under load).
+        site = web.TCPSite(runner, host, port, backlog=4096)
         await site.start()
         bound = runner.addresses[0][1]
     except BaseException:

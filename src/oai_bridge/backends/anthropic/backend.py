@@ -28,9 +28,8 @@ router accounts for the stripped whitespace).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -39,7 +38,7 @@ import orjson
 from ...errors import BridgeError, UpstreamError
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from ..base import BackendConfig
-from ..http import HttpBackendBase, open_response, read_body, sse_events
+from ..http import HttpBackendBase, drain, open_response, read_body, settle, sse_events
 from .translate import StreamParser, build_request, error_from_response, parse_models_page, parse_response
 from .wire import DEFAULT_MAX_TOKENS, DEFAULT_VERSION, MESSAGES_PATH, MODELS_PAGE_LIMIT, MODELS_PATH
 
@@ -48,7 +47,6 @@ __all__ = ["OPTIONS", "AnthropicBackend"]
 log = logging.getLogger("oai_bridge.anthropic")
 
 OPTIONS = ("beta", "default_max_tokens", "model_pages", "version")
-DRAIN_SECONDS = 0.05
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -119,24 +117,12 @@ class AnthropicBackend(HttpBackendBase):
 
     # ------------------------------------------------------------------ chat
 
+    def error_from_response(self, status: int, body: bytes, headers: Mapping[str, str]) -> BridgeError:
+        return error_from_response(status, body, headers, what=self.what)
+
     async def _open(self, body: Any, timeout: float) -> aiohttp.ClientResponse:
         """POST the Messages request; a non-200 answer is raised as its ``BridgeError``."""
-        resp = await open_response(
-            self.session(),
-            "POST",
-            self.base_url + MESSAGES_PATH,
-            what=self.what,
-            timeout=timeout,
-            data=orjson.dumps(body),
-            headers=self._post_headers,
-        )
-        if resp.status != 200:
-            try:
-                raw = await read_body(resp, what=self.what, timeout=min(timeout, 30.0))
-            except BridgeError:
-                raw = b""
-            raise error_from_response(resp.status, raw, resp.headers, what=self.what)
-        return resp
+        return await self.post_json(MESSAGES_PATH, body, timeout=timeout, headers=self._post_headers)
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         body = build_request(request, default_max_tokens=self.default_max_tokens, stream=False)
@@ -171,20 +157,10 @@ class AnthropicBackend(HttpBackendBase):
             for chunk in parser.end():
                 yield chunk
             complete = True
-            if not resp.content.at_eof():
-                # The API ends the body right after message_stop: read the terminator so the
-                # connection can go back to the pool (bounded, never delays much).
-                try:
-                    async with asyncio.timeout(DRAIN_SECONDS):
-                        await resp.content.read()
-                except (TimeoutError, aiohttp.ClientError):
-                    pass
+            await drain(resp)
         finally:
             await events.aclose()
-            if complete and resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()  # stop the upstream's work at once
+            settle(resp, complete=complete)
 
     # ------------------------------------------------------------------ models
 

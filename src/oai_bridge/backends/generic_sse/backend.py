@@ -109,18 +109,16 @@ import aiohttp
 import orjson
 
 from ...chunks import fold_chunks
-from ...errors import UpstreamError, UpstreamTimeout
+from ...errors import UpstreamError, UpstreamTimeout, retry_after
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from ..base import BackendConfig
-from ..http import HttpBackendBase, open_response, read_body, retry_after, sse_events
+from ..http import HttpBackendBase, drain, open_response, read_body, settle, sse_events
 from .expressions import render_text
 from .translate import StreamParser, StreamSpec, build_request, error_from_response, error_message, parse_options
 
 __all__ = ["GenericSSEBackend"]
 
 log = logging.getLogger("oai_bridge.generic_sse")
-
-DRAIN_SECONDS = 0.05  # how long to wait for the end of a body after its finishing event
 
 
 class GenericSSEBackend(HttpBackendBase):
@@ -208,17 +206,7 @@ class GenericSSEBackend(HttpBackendBase):
             for chunk in parser.end():
                 yield chunk
             complete = True
-            if not parser.builder.stopped and not resp.content.at_eof():
-                # The service usually ends the body right after its finishing event: read the
-                # terminator so the connection can go back to the pool (bounded, never slow).
-                try:
-                    async with asyncio.timeout(DRAIN_SECONDS):
-                        while await resp.content.readany():
-                            pass
-                except (TimeoutError, aiohttp.ClientError):
-                    pass
+            if not parser.builder.stopped:
+                await drain(resp)
         finally:
-            if complete and resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()  # stop the service's work at once
+            settle(resp, complete=complete)

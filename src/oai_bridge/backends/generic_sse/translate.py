@@ -28,7 +28,7 @@ from ...errors import (
     status_error,
 )
 from ...sse import ServerSentEvent
-from ...types import ChatCompletionChunk, ChatCompletionRequest, FinishReason, Usage
+from ...types import ChatCompletionChunk, ChatCompletionRequest, FinishReason, Usage, text_only_gap
 from .expressions import MISSING, NOT_JSON, any_match, lookup, render, render_text, to_text
 from .options import KNOWN_OPTIONS, StreamSpec, parse_options
 from .wire import FINISH_REASONS, UpstreamRequest
@@ -83,17 +83,9 @@ def _unsupported(param: str, what: str) -> InvalidRequest:
 
 
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:
-    if request.tools or request.functions:
-        raise _unsupported("tools" if request.tools else "functions", "Tool calling")
-    if request.tool_choice not in (None, "none") or request.function_call not in (None, "none"):
-        raise _unsupported("tool_choice" if request.tool_choice else "function_call", "Tool choice")
-    if request.n not in (None, 1):
-        raise _unsupported("n", "Generating more than one choice (n > 1)")
-    if request.logprobs or request.top_logprobs:
-        raise _unsupported("logprobs" if request.logprobs else "top_logprobs", "Log probabilities")
-    fmt = request.response_format
-    if fmt is not None and fmt.get("type") not in (None, "text"):
-        raise _unsupported("response_format", f"response_format {fmt.get('type')!r}")
+    gap = text_only_gap(request)
+    if gap is not None:
+        raise _unsupported(*gap)
     if request.is_continuation:
         raise BridgeError(
             "This backend cannot continue a partial answer (the service has no assistant prefill); "

@@ -20,10 +20,11 @@ import orjson
 
 from ...chunks import ChunkBuilder, fold_chunks
 from ...errors import UpstreamError, UpstreamTimeout
+from ...redact import register_secret
 from ...sse import SSEDecoder
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, Usage
 from ..base import BackendConfig, Health
-from ..http import probe
+from ..http import drain, probe, settle
 from .media import KNOWN_MODELS, check_kind, pipelines_of
 from .translate import StreamParser, build_request, error_from_response, parse_response
 from .transport import gateway_errors
@@ -53,7 +54,7 @@ class LivepeerTuning:
     once."""
 
     gateway_api: GatewayApi = "auto"
-    gateway_token: str | None = None
+    gateway_token: str | None = field(default=None, repr=False)
     cli_url: str | None = None
     models: list[str] = field(default_factory=list)
     default_max_tokens: int = 256
@@ -66,6 +67,9 @@ class LivepeerTuning:
     model_pipelines: dict[str, str] = field(default_factory=dict)
     vision: Literal["off", "caption"] = "off"
     vision_model: str = "Salesforce/blip-image-captioning-large"
+
+    def __post_init__(self) -> None:
+        register_secret(self.gateway_token)  # redacted from every log line and error message
 
 
 @dataclass(kw_only=True)
@@ -330,20 +334,10 @@ class LivepeerBackend(LivepeerVideoMixin):
             for chunk in parser.end():
                 yield chunk
             complete = True
-            if not resp.content.at_eof():
-                # The gateway ends the body right after the finishing chunk; read its terminator
-                # so the connection can go back to the pool (bounded, never delays much).
-                try:
-                    async with asyncio.timeout(0.05):
-                        await resp.content.read()
-                except (TimeoutError, aiohttp.ClientError):
-                    pass
+            await drain(resp)  # the gateway ends the body right after the finishing chunk
         finally:
             await events.aclose()
-            if complete and resp.content.at_eof():
-                resp.release()  # back to the pool
-            else:
-                resp.close()  # stop the gateway's work at once
+            settle(resp, complete=complete)
 
     async def _events(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
         decoder = SSEDecoder()

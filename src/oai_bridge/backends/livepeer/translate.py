@@ -25,7 +25,7 @@ from ...errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, FinishReason, Usage
+from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, FinishReason, Usage, text_only_gap
 from .wire import (
     LEGACY_DONE_CHUNK,
     Generation,
@@ -102,17 +102,9 @@ def _unsupported(param: str, what: str) -> InvalidRequest:
 
 
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:
-    if request.tools or request.functions:
-        raise _unsupported("tools" if request.tools else "functions", "Tool calling")
-    if request.tool_choice not in (None, "none") or request.function_call not in (None, "none"):
-        raise _unsupported("tool_choice" if request.tool_choice else "function_call", "Tool choice")
-    if request.n not in (None, 1):
-        raise _unsupported("n", "Generating more than one choice (n > 1)")
-    if request.logprobs or request.top_logprobs:
-        raise _unsupported("logprobs" if request.logprobs else "top_logprobs", "Log probabilities")
-    fmt = request.response_format
-    if fmt is not None and fmt.get("type") not in (None, "text"):
-        raise _unsupported("response_format", f"response_format {fmt.get('type')!r}")
+    gap = text_only_gap(request)
+    if gap is not None:
+        raise _unsupported(*gap)
     if request.stream_options is not None and not request.is_stream:
         raise InvalidRequest(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -39,7 +39,7 @@ from ...embeddings import EmbeddingRequest, EmbeddingResponse
 from ...errors import BridgeError, UpstreamError
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from ..base import BackendConfig
-from ..http import HttpBackendBase, lines, open_response, read_body
+from ..http import HttpBackendBase, drain, lines, read_body, settle
 from .translate import (
     THINK_LEVELS,
     ChatSettings,
@@ -117,24 +117,11 @@ class OllamaBackend(HttpBackendBase):
     def health_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
 
+    def error_from_response(self, status: int, body: bytes, headers: Mapping[str, str]) -> BridgeError:
+        return error_from_response(status, body, headers, what=self.what)
+
     async def _post(self, path: str, body: Any, *, timeout: float) -> aiohttp.ClientResponse:
-        """POST ``body``; a 200 response, or the mapped error for any other status."""
-        resp = await open_response(
-            self.session(),
-            "POST",
-            self.base_url + path,
-            what=self.what,
-            timeout=timeout,
-            data=orjson.dumps(body),
-            headers=self._headers,
-        )
-        if resp.status != 200:
-            try:
-                raw = await read_body(resp, what=self.what, timeout=min(timeout, 10.0))
-            except BridgeError:  # the status says enough
-                raw = b""
-            raise error_from_response(resp.status, raw, resp.headers, what=self.what)
-        return resp
+        return await self.post_json(path, body, timeout=timeout, headers=self._headers)
 
     async def _json(self, resp: aiohttp.ClientResponse) -> Any:
         raw = await read_body(resp, what=self.what, timeout=self.config.request_timeout)
@@ -167,17 +154,9 @@ class OllamaBackend(HttpBackendBase):
             for chunk in parser.end():
                 yield chunk
             complete = True
-            if not resp.content.at_eof():
-                # Ollama ends the body right after the done line: read its terminator so the
-                # connection can go back to the pool (bounded, never delays much).
-                with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-                    async with asyncio.timeout(0.05):
-                        await resp.content.read()
+            await drain(resp)
         finally:
-            if complete and resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()  # stop Ollama's generation at once
+            settle(resp, complete=complete)
 
     # ------------------------------------------------------------------ embeddings
 

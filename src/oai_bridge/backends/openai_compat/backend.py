@@ -36,7 +36,7 @@ from ...errors import BridgeError, UpstreamError
 from ...sse import ServerSentEvent
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from ..base import BackendConfig
-from ..http import HttpBackendBase, open_response, read_body, sse_events
+from ..http import HttpBackendBase, drain, open_response, read_body, settle, sse_events
 from .translate import (
     StreamNormalizer,
     build_embeddings_request,
@@ -54,7 +54,6 @@ log = logging.getLogger("oai_bridge.openai_compat")
 
 #: How long a finished stream may take to deliver the rest of its body (its terminator) so the
 #: connection can go back to the pool; past it the connection is closed instead.
-DRAIN_SECONDS = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,24 +115,11 @@ class OpenAICompatBackend(HttpBackendBase):
 
     # ------------------------------------------------------------------ plumbing
 
+    def error_from_response(self, status: int, body: bytes, headers: Mapping[str, str]) -> BridgeError:
+        return error_from_response(status, body, headers, what=self.what)
+
     async def _post(self, path: str, body: dict[str, Any], timeout: float) -> aiohttp.ClientResponse:
-        """POST ``body``; the 2xx response (head only), or the mapped error of any other answer."""
-        resp = await open_response(
-            self.session(),
-            "POST",
-            self.base_url + path,
-            what=self.what,
-            timeout=timeout,
-            data=orjson.dumps(body),
-            headers=self._headers,
-        )
-        if resp.status < 300:
-            return resp
-        try:
-            raw = await read_body(resp, what=self.what, timeout=self.config.idle_timeout)
-        except BridgeError:
-            raw = b""
-        raise error_from_response(resp.status, raw, resp.headers, what=self.what)
+        return await self.post_json(path, body, timeout=timeout, headers=self._headers)
 
     def _json(self, raw: bytes) -> Any:
         try:
@@ -183,19 +169,10 @@ class OpenAICompatBackend(HttpBackendBase):
             for chunk in normalizer.end():
                 yield chunk
             complete = True
-            if not resp.content.at_eof():
-                # [DONE] came; read the body's terminator so the connection can be pooled.
-                try:
-                    async with asyncio.timeout(DRAIN_SECONDS):
-                        await resp.content.read()
-                except (TimeoutError, aiohttp.ClientError):
-                    pass
+            await drain(resp)
         finally:
             await events.aclose()
-            if complete and resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()  # stop the upstream's work at once
+            settle(resp, complete=complete)
 
     def _events(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[ServerSentEvent, None]:
         """The SSE events of ``resp`` (timeouts per ``http.sse_events``); a last event left without
