@@ -97,6 +97,20 @@ def start_routed(ups: list[Up], routes: list[Route] | None = None, **settings: A
     return start_stack(ups, make)
 
 
+CHAT_PATH = "/v1/chat/completions"
+
+
+def start_pair(routes: list[Route], timeouts: dict[str, float], **settings: Any) -> RoutedStack:
+    """Two OpenAI-compatible simulators, ``a`` and ``b`` (backends with ``timeouts``), behind ``routes``."""
+    ups = [Up(name, "openai_compat", backend=dict(timeouts)) for name in ("a", "b")]
+    return start_routed(ups, routes, **settings)
+
+
+def chat_calls(stack: RoutedStack, name: str) -> list[dict[str, Any]]:
+    """The chat requests upstream ``name`` received (since its last reset)."""
+    return [r for r in stack.requests(name) if r["path"] == CHAT_PATH]
+
+
 def start_configured(ups: list[Up], toml: str, environ: dict[str, str], tmp: Path) -> RoutedStack:
     """Start the simulators, then the bridge from a config file: ``toml`` with ``{url:NAME}``
     replaced by each simulator's base URL, loaded like ``oai-bridge serve --config`` does."""

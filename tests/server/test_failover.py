@@ -9,14 +9,13 @@ from typing import Any
 
 import openai
 import pytest
-from routedstack import RoutedStack, Up, client, start_routed
+from routedstack import RoutedStack, Up, chat_calls, client, start_pair, start_routed
 
 from oai_bridge.routes import Route, Upstream
 from oai_bridge.simulators.common import Fault
 
 pytestmark = pytest.mark.sdk
 
-CHAT = "/v1/chat/completions"
 SETTINGS: dict[str, Any] = {
     "retries": 2,
     "backoff": 0.01,
@@ -32,13 +31,12 @@ TIMEOUTS = {"idle_timeout": 0.5, "first_token_timeout": 5.0}
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RoutedStack]:
-    ups = [Up("a", "openai_compat", backend=dict(TIMEOUTS)), Up("b", "openai_compat", backend=dict(TIMEOUTS))]
     routes = [
         Route(model="fo/*", upstreams=(Upstream("a", resume=True), Upstream("b", resume=True))),
         Route(model="noresume/*", upstreams=(Upstream("a"), Upstream("b"))),
         Route(model="named", upstreams=(Upstream("a", model="alpha"), Upstream("b", model="beta"))),
     ]
-    s = start_routed(ups, routes, **SETTINGS)
+    s = start_pair(routes, TIMEOUTS, **SETTINGS)
     yield s
     s.stop()
 
@@ -50,8 +48,7 @@ def clean(stack: RoutedStack) -> Iterator[None]:
     stack.reset()
 
 
-def calls(stack: RoutedStack, name: str) -> list[dict[str, Any]]:
-    return [r for r in stack.requests(name) if r["path"] == CHAT]
+calls = chat_calls
 
 
 def attempts(stack: RoutedStack) -> tuple[int, int]:

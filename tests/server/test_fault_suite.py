@@ -16,14 +16,13 @@ from typing import Any
 
 import openai
 import pytest
-from routedstack import RoutedStack, Up, client, start_routed
+from routedstack import RoutedStack, chat_calls, client, start_pair
 
 from oai_bridge.routes import Route, Upstream
 from oai_bridge.simulators.common import Fault
 
 pytestmark = pytest.mark.sdk
 
-CHAT = "/v1/chat/completions"
 SETTINGS: dict[str, Any] = {
     "retries": 2,
     "backoff": 0.01,
@@ -39,12 +38,11 @@ ANSWER = f"Simulated reply to: {PROMPT}"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RoutedStack]:
-    ups = [Up("a", "openai_compat", backend=dict(TIMEOUTS)), Up("b", "openai_compat", backend=dict(TIMEOUTS))]
     routes = [
         Route(model="solo/*", upstreams=(Upstream("a"),)),
         Route(model="pair/*", upstreams=(Upstream("a"), Upstream("b"))),
     ]
-    s = start_routed(ups, routes, **SETTINGS)
+    s = start_pair(routes, TIMEOUTS, **SETTINGS)
     yield s
     s.stop()
 
@@ -118,7 +116,7 @@ CASES = [
 
 
 def calls(stack: RoutedStack, name: str) -> int:
-    return len([r for r in stack.requests(name) if r["path"] == CHAT])
+    return len(chat_calls(stack, name))
 
 
 def check_usage(usage: Any, *, prompt: int) -> None:
