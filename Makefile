@@ -4,11 +4,13 @@
 PY ?= python3
 VENV := .venv
 VENV1 := .venv-openai1
+VENV_BENCH := .venv-bench
+LITELLM := litellm[proxy]==1.106.2
 PIP_FLAGS := --quiet --disable-pip-version-check
 ARGS ?=
 NODE_SDK := tests/node/node_modules/.installed
 
-.PHONY: serve test check pytest pytest-openai1 bench clean
+.PHONY: serve test check pytest pytest-openai1 bench bench-litellm clean
 
 serve: $(VENV)/.installed
 	$(VENV)/bin/oai-bridge serve $(ARGS)
@@ -27,8 +29,19 @@ pytest: $(VENV)/.installed $(NODE_SDK)
 pytest-openai1: $(VENV1)/.installed
 	$(VENV1)/bin/python -m pytest -m sdk -p no:cacheprovider tests/server
 
+# The overhead bench: direct vs oai-bridge vs LiteLLM's proxy (bench/README.md). LiteLLM goes into its
+# own venv (heavy deps, kept out of the test venv); if it cannot be installed the bench runs without it.
 bench: $(VENV)/.installed
+	@$(MAKE) --no-print-directory bench-litellm || echo "LiteLLM could not be installed: the bench runs without it"
 	$(VENV)/bin/python bench/overhead.py $(ARGS)
+
+bench-litellm: $(VENV_BENCH)/.installed
+
+# httptools: uvicorn's fast HTTP parser (LiteLLM's extras leave uvicorn on h11), the fastest honest setup
+$(VENV_BENCH)/.installed:
+	$(PY) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/pip install $(PIP_FLAGS) '$(LITELLM)' httptools
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,4 +59,4 @@ $(NODE_SDK): tests/node/package.json tests/node/package-lock.json
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(VENV1) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV1) $(VENV_BENCH) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,9 @@ chunked framing), then checked: status 200 and an ``expect`` marker near the end
 SPEC (JSON)::
 
     {"targets": [{"name": "direct", "host": "127.0.0.1", "port": 8935,
-                  "request": "<raw HTTP request, latin-1>", "expect": "finish_reason"}],
+                  "request": "<raw HTTP request, latin-1>", "expect": "finish_reason",
+                  "count": 300}],   # optional, interleave mode: this target stops after 300
+
      "concurrency": 8,             # connections per target
      "count": 1000,                # requests per target (count mode) ...
      "duration": 5.0,              # ... or seconds of load (duration mode, after "warmup" seconds)
@@ -42,6 +44,7 @@ except ImportError:  # pragma: no cover - optional
     uvloop = None  # type: ignore[assignment]
 
 HEAD_END = b"\r\n\r\n"
+TAIL = 1500  # bytes of the end of a body kept for the end-marker check
 
 
 class _Response(Exception):
@@ -93,7 +96,7 @@ class Conn(asyncio.Protocol):
 
     def _done(self, end: int) -> None:
         assert self.fut is not None
-        self.fut.set_result((self.status, bytes(self.buf[max(0, end - 400) : end])))
+        self.fut.set_result((self.status, bytes(self.buf[max(0, end - TAIL) : end])))
 
     def _parse(self) -> None:
         buf = self.buf
@@ -140,6 +143,7 @@ class Target:
         self.port: int = int(spec["port"])
         self.raw: bytes = spec["request"].encode("latin-1")
         self.expect: bytes = spec.get("expect", "").encode()
+        self.count: int | None = spec.get("count")  # interleave mode: fewer requests for this target
         self.completed = 0
         self.errors = 0
         self.error_samples: list[str] = []
@@ -216,6 +220,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 if time.monotonic() > hard_deadline:
                     break
                 for k, t in enumerate(targets):
+                    if t.count is not None and t.completed + t.errors >= t.count:
+                        continue
                     conns[k], lat = await _one(t, conns[k], timeout)
                     if lat is not None:
                         t.completed += 1

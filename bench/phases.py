@@ -13,12 +13,10 @@ import shutil
 import subprocess
 from typing import Any
 
-from common import KINDS, TOKENS, BenchError, compact, log, median, pct
+from common import GROUPS, KINDS, TOKENS, WAYS, BenchError, compact, log, median, pct
 from stack import ChildResult, Sampler, Stack, loadgen, run_child
 
 TARGET_MS = {"nonstream": 0.4, "stream": 1.5}
-#: Figures quoted in the issue for LiteLLM 1.106 on this kind of machine; NOT measured here.
-LITELLM_REF_MS = {"nonstream": 23.0, "stream": 80.0}
 
 
 def check_errors(result: dict[str, Any], what: str, warnings: list[str]) -> None:
@@ -27,6 +25,28 @@ def check_errors(result: dict[str, Any], what: str, warnings: list[str]) -> None
             msg = f"FAILED {what}: {row['errors']} failed {name} requests, e.g. {row['error_samples'][:2]}"
             warnings.append(msg)
             log("WARNING " + msg)
+
+
+# ---- which ways run
+
+
+def ways_of(stack: Stack, group: str) -> list[str]:
+    """The ways of ``group`` this stack can run (LiteLLM only when it was started)."""
+    return [k for k, w in WAYS.items() if w.group == group and stack.has(k)]
+
+
+def all_ways(stack: Stack, groups: tuple[str, ...] = GROUPS) -> list[str]:
+    return [k for g in groups for k in ways_of(stack, g)]
+
+
+def rotated(ways: list[str], r: int) -> list[str]:
+    """Round r's order: forward on even rounds, backward on odd ones (ABBA over the rounds)."""
+    return list(ways) if r % 2 == 0 else list(reversed(ways))
+
+
+def scaled(n: int, way: str, a: argparse.Namespace) -> int:
+    """LiteLLM costs ~50x more per request: its counts are scaled down (--litellm-scale)."""
+    return max(10, round(n * a.litellm_scale)) if WAYS[way].role == "litellm" else n
 
 
 # ---- sanity
@@ -43,20 +63,21 @@ def http_post(port: int, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
 
 
 def sanity(stack: Stack) -> dict[str, Any]:
-    """One request of each kind both ways: the replies must be the same 50 tokens."""
+    """One request of each kind every way: all replies must be the same 50 words, and every stream
+    must carry 50 content events."""
     out: dict[str, Any] = {}
     texts = {}
-    for kind in KINDS:
-        for which in ("direct", "bridge"):
-            t = stack.target(kind, which)
+    for way in all_ways(stack):
+        for kind in KINDS:
+            t = stack.target(kind, way)
             status, raw = http_post(t["port"], t["path"], t["body"])
             if status != 200:
-                raise BenchError(f"sanity: {which} {kind} answered HTTP {status}: {raw[:300]!r}")
+                raise BenchError(f"sanity: {way} {kind} answered HTTP {status}: {raw[:300]!r}")
             if kind == "nonstream":
                 obj = json.loads(raw)
                 text = obj["choices"][0]["message"]["content"]
                 usage = obj.get("usage") or {}
-                out[f"{which}_{kind}"] = {"completion_tokens": usage.get("completion_tokens"), "bytes": len(raw)}
+                out[f"{way}:{kind}"] = {"completion_tokens": usage.get("completion_tokens"), "bytes": len(raw)}
             else:
                 events = [ln[6:] for ln in raw.decode().split("\n") if ln.startswith("data: ")]
                 pieces = []
@@ -67,15 +88,18 @@ def sanity(stack: Stack) -> dict[str, Any]:
                         pieces.append(((ch.get("delta") or {}).get("content")) or "")
                 text = "".join(pieces)
                 content_events = sum(1 for p in pieces if p)
-                out[f"{which}_{kind}"] = {"events": len(events), "content_events": content_events, "bytes": len(raw)}
+                out[f"{way}:{kind}"] = {"events": len(events), "content_events": content_events, "bytes": len(raw)}
                 if content_events != TOKENS:
-                    raise BenchError(f"sanity: {which} stream has {content_events} content events, not {TOKENS}")
-            texts[(kind, which)] = text
-    for kind in KINDS:
-        if texts[(kind, "direct")] != texts[(kind, "bridge")]:
-            raise BenchError(f"sanity: the {kind} reply differs direct vs bridge")
-        if len(texts[(kind, "direct")].split()) != TOKENS:
-            raise BenchError(f"sanity: the {kind} reply is not {TOKENS} words")
+                    raise BenchError(f"sanity: {way} stream has {content_events} content events, not {TOKENS}")
+            if t["expect"] not in raw[-1500:].decode(errors="replace"):
+                raise BenchError(f"sanity: {way} {kind}: end marker {t['expect']!r} not in the last bytes")
+            texts[(way, kind)] = text
+    first = next(iter(texts.values()))
+    for (way, kind), text in texts.items():
+        if text != first:
+            raise BenchError(f"sanity: the {kind} reply of {way} differs: {text[:80]!r} vs {first[:80]!r}")
+    if len(first.split()) != TOKENS:
+        raise BenchError(f"sanity: the reply is not {TOKENS} words")
     return out
 
 
@@ -84,50 +108,62 @@ def sanity(stack: Stack) -> dict[str, Any]:
 
 def phase_cpu(stack: Stack, a: argparse.Namespace, warnings: list[str]) -> dict[str, Any]:
     counts = {"nonstream": a.cpu_requests, "stream": a.cpu_streams}
-    for kind in KINDS:  # warm the connection pools outside the measured windows
-        for which in ("direct", "bridge"):
-            spec = {"targets": [stack.target(kind, which)], "concurrency": a.cpu_concurrency,
+    ways = all_ways(stack)
+    for kind in KINDS if not a.quick else ():  # warm the pools outside the measured windows (sanity did, in quick)
+        for way in ways:
+            spec = {"targets": [stack.target(kind, way)], "concurrency": a.cpu_concurrency,
                     "count": a.cpu_concurrency * 4}  # fmt: skip
             loadgen(stack, spec, timeout=a.phase_timeout)
     rounds: list[dict[str, Any]] = []
     for r in range(a.rounds):
         row: dict[str, Any] = {}
         for kind in KINDS:
-            for which in ("direct", "bridge") if r % 2 == 0 else ("bridge", "direct"):
-                spec = {"targets": [stack.target(kind, which)], "concurrency": a.cpu_concurrency, "count": counts[kind]}
+            for way in rotated(ways, r):
+                t = stack.target(kind, way)
+                spec = {"targets": [t], "concurrency": a.cpu_concurrency, "count": scaled(counts[kind], way, a)}
                 with Sampler(stack) as s:
                     result, child = loadgen(stack, spec, timeout=a.phase_timeout)
-                check_errors(result, f"cpu {kind} {which}", warnings)
-                res = result["targets"][which]
+                check_errors(result, f"cpu {kind} {way}", warnings)
+                res = result["targets"][way]
                 n = res["completed"] + res["errors"]
-                row[f"{kind}_{which}"] = {
+                row[f"{kind}:{way}"] = {
                     "requests": n,
                     "errors": res["errors"],
-                    "bridge_cpu_ms": s.bridge_cpu / n * 1e3,
-                    "upstream_cpu_ms": s.sim_cpu / n * 1e3,
+                    "proxy_cpu_ms": s.proxy_cpu(t["proxy"]) / n * 1e3 if t["proxy"] else None,
+                    "upstream_cpu_ms": s.upstream_cpu() / n * 1e3,
                     "loadgen_cpu_ms": child.cpu_s / n * 1e3,
                     "rps": res["rps"],
                     "wall_s": s.wall,
-                    "bridge_cpu_pct": s.bridge_cpu / s.wall * 100,
+                    "proxy_cpu_pct": s.proxy_cpu(t["proxy"]) / s.wall * 100,
                     "core_busy_pct": {str(k): v * 100 for k, v in s.core_busy.items()},
                     "foreign_pct": s.foreign_pct(child.cpu_s),
                 }
         rounds.append(row)
-        log(
-            f"cpu round {r + 1}/{a.rounds}: bridge {row['nonstream_bridge']['bridge_cpu_ms']:.3f} ms/request, "
-            f"{row['stream_bridge']['bridge_cpu_ms']:.3f} ms/stream"
-        )
-    out: dict[str, Any] = {"concurrency": a.cpu_concurrency, "counts": counts, "rounds": rounds}
-    for kind in KINDS:
-        out[kind] = {
-            "bridge_cpu_ms": median([r[f"{kind}_bridge"]["bridge_cpu_ms"] for r in rounds]),
-            "upstream_cpu_ms_direct": median([r[f"{kind}_direct"]["upstream_cpu_ms"] for r in rounds]),
-            "upstream_cpu_ms_via_bridge": median([r[f"{kind}_bridge"]["upstream_cpu_ms"] for r in rounds]),
-            "loadgen_cpu_ms_direct": median([r[f"{kind}_direct"]["loadgen_cpu_ms"] for r in rounds]),
-            "target_ms": TARGET_MS[kind],
-            "litellm_reference_ms": LITELLM_REF_MS[kind],
-        }
-        out[kind]["meets_target"] = out[kind]["bridge_cpu_ms"] <= TARGET_MS[kind]
+        log(f"cpu round {r + 1}/{a.rounds}: " + ", ".join(
+            f"{way} {row[f'{kind}:{way}']['proxy_cpu_ms']:.3f} ms/{'req' if kind == 'nonstream' else 'stream'}"
+            for kind in KINDS for way in ways if WAYS[way].role != "direct"
+        ))  # fmt: skip
+    out: dict[str, Any] = {"concurrency": a.cpu_concurrency, "counts": counts, "rounds": rounds,
+                           "litellm_scale": a.litellm_scale}  # fmt: skip
+    for group in GROUPS:
+        gw = ways_of(stack, group)
+        out[group] = {}
+        for kind in KINDS:
+            entry: dict[str, Any] = {}
+            for way in gw:
+                role = WAYS[way].role
+                entry[role] = {
+                    key: median([rr[f"{kind}:{way}"][key] for rr in rounds if rr[f"{kind}:{way}"][key] is not None])
+                    for key in ("proxy_cpu_ms", "upstream_cpu_ms", "loadgen_cpu_ms")
+                    if role != "direct" or key != "proxy_cpu_ms"
+                }
+                entry[role]["requests_per_round"] = rounds[0][f"{kind}:{way}"]["requests"]
+            entry["target_ms"] = TARGET_MS[kind]
+            b = entry.get("bridge", {}).get("proxy_cpu_ms")
+            entry["meets_target"] = b is not None and b <= TARGET_MS[kind]
+            if "litellm" in entry and b:
+                entry["litellm_over_bridge"] = entry["litellm"]["proxy_cpu_ms"] / b
+            out[group][kind] = entry
     return out
 
 
@@ -136,39 +172,40 @@ def phase_cpu(stack: Stack, a: argparse.Namespace, warnings: list[str]) -> dict[
 
 def phase_latency(stack: Stack, a: argparse.Namespace, warnings: list[str]) -> dict[str, Any]:
     counts = {"nonstream": a.latency_requests, "stream": a.latency_streams}
-    out: dict[str, Any] = {}
-    for kind in KINDS:
-        spec = {
-            "targets": [stack.target(kind, "direct"), stack.target(kind, "bridge")],
-            "concurrency": 1,
-            "count": counts[kind],
-            "warmup_count": 20,
-            "interleave": True,
-            "latencies": True,
-        }
-        with Sampler(stack) as smp:
-            result, child = loadgen(stack, spec, timeout=a.phase_timeout)
-        check_errors(result, f"latency {kind}", warnings)
-        d = [v / 1e3 for v in result["targets"]["direct"]["lat_us"]]
-        b = [v / 1e3 for v in result["targets"]["bridge"]["lat_us"]]
-        pairs = [y - x for x, y in zip(d, b, strict=False)]
-        row = {
-            "pairs": min(len(d), len(b)),
-            "direct_p50_ms": pct(d, 50),
-            "direct_p99_ms": pct(d, 99),
-            "bridge_p50_ms": pct(b, 50),
-            "bridge_p99_ms": pct(b, 99),
-            "paired_diff_p50_ms": pct(pairs, 50),
-            "foreign_pct": smp.foreign_pct(child.cpu_s),
-            # every bridge request of the window, the 20 warm-up ones included
-            "bridge_cpu_ms_at_c1": smp.bridge_cpu / (len(b) + result["targets"]["bridge"]["errors"] + 20) * 1e3,
-        }
-        row["added_p50_ms"] = row["bridge_p50_ms"] - row["direct_p50_ms"]
-        row["added_p99_ms"] = row["bridge_p99_ms"] - row["direct_p99_ms"]
-        row["ratio_p50"] = row["bridge_p50_ms"] / row["direct_p50_ms"]
-        out[kind] = row
-        log(f"latency {kind}: added p50 {row['added_p50_ms']:+.3f} ms, p99 {row['added_p99_ms']:+.3f} ms")
-    out["counts"] = counts
+    ll_counts = {"nonstream": a.latency_litellm_requests, "stream": a.latency_litellm_streams}
+    out: dict[str, Any] = {"counts": counts, "litellm_counts": ll_counts}
+    for group in GROUPS:
+        gw = ways_of(stack, group)
+        out[group] = {}
+        for kind in KINDS:
+            targets = []
+            for way in gw:
+                t = stack.target(kind, way)
+                if WAYS[way].role == "litellm":
+                    t["count"] = min(ll_counts[kind], counts[kind])
+                targets.append(t)
+            spec = {"targets": targets, "concurrency": 1, "count": counts[kind], "warmup_count": 20,
+                    "interleave": True, "latencies": True}  # fmt: skip
+            with Sampler(stack) as smp:
+                result, child = loadgen(stack, spec, timeout=a.phase_timeout)
+            check_errors(result, f"latency {group} {kind}", warnings)
+            lat = {WAYS[w].role: [v / 1e3 for v in result["targets"][w]["lat_us"]] for w in gw}
+            d = lat["direct"]
+            row: dict[str, Any] = {"foreign_pct": smp.foreign_pct(child.cpu_s)}
+            for role, vals in lat.items():
+                row[role] = {"n": len(vals), "p50_ms": pct(vals, 50), "p99_ms": pct(vals, 99)}
+                if role != "direct":
+                    row[role]["added_p50_ms"] = row[role]["p50_ms"] - pct(d, 50)
+                    row[role]["added_p99_ms"] = row[role]["p99_ms"] - pct(d, 99)
+                    row[role]["ratio_p50"] = row[role]["p50_ms"] / pct(d, 50)
+                    way = f"{group}.{role}"
+                    n = len(vals) + result["targets"][way]["errors"] + 20  # the warm-up ones included
+                    row[role]["cpu_ms_at_c1"] = smp.proxy_cpu(WAYS[way].server) / n * 1e3
+            out[group][kind] = row
+            log(f"latency {group} {kind}: " + ", ".join(
+                f"{role} added p50 {row[role]['added_p50_ms']:+.3f} ms p99 {row[role]['added_p99_ms']:+.3f} ms"
+                for role in lat if role != "direct"
+            ))  # fmt: skip
     return out
 
 
@@ -245,111 +282,195 @@ def run_wrk(
 
 
 def throughput_once(
-    stack: Stack, a: argparse.Namespace, kind: str, which: str, seconds: float, warmup: float
+    stack: Stack, a: argparse.Namespace, kind: str, way: str, seconds: float, warmup: float
 ) -> dict[str, Any]:
-    t = stack.target(kind, which)
-    if a.loadgen_used == "wrk":
+    """One run at concurrency a.concurrency: wrk (when chosen) for ``seconds``, for every way but
+    LiteLLM. LiteLLM answers at concurrency 64 in seconds, all connections at nearly the same pace, so
+    a short window would count a burst or none: it gets a fixed number of requests instead (after
+    ``concurrency`` warm-up ones), req/s = that number / the time they took (the Python generator)."""
+    t = stack.target(kind, way)
+    proxy = t["proxy"]
+    gen = "python" if WAYS[way].role == "litellm" or a.loadgen_used != "wrk" else "wrk"
+    if gen == "wrk":
         with Sampler(stack) as s:
             res, child = run_wrk(stack, t, a.concurrency, seconds, a.phase_timeout)
     else:
-        spec = {"targets": [t], "concurrency": a.concurrency, "duration": seconds, "warmup": warmup}
+        if WAYS[way].role == "litellm":
+            count = a.litellm_tp_requests if kind == "nonstream" else a.litellm_tp_streams
+            spec = {"targets": [t], "concurrency": a.concurrency, "count": count, "warmup_count": a.concurrency,
+                    "timeout": 120.0, "max_time": 600.0}  # fmt: skip
+            bound = 630.0
+        else:
+            spec = {"targets": [t], "concurrency": a.concurrency, "duration": seconds, "warmup": warmup}
+            bound = seconds + warmup + a.phase_timeout
         with Sampler(stack) as s:
-            result, child = loadgen(stack, spec, timeout=seconds + warmup + a.phase_timeout)
-        res = result["targets"][which]
+            result, child = loadgen(stack, spec, timeout=bound)
+        res = result["targets"][way]
     bc = stack.bridge_cpus[0] if stack.bridge_cpus else None
     oc = stack.other_cpus[0] if stack.other_cpus else None
     wall = max(s.wall, 1e-9)
     fb, fo = s.foreign_pct(child.cpu_s)
+    pcpu = s.proxy_cpu(proxy) / wall
     return {
+        "loadgen": gen,
         "rps": res["rps"],
         "completed": res["completed"],
         "errors": res["errors"],
         "error_samples": res.get("error_samples", []),
         "p50_ms": res.get("p50_us", float("nan")) / 1e3,
         "p99_ms": res.get("p99_us", float("nan")) / 1e3,
-        "bridge_cpu_pct": s.bridge_cpu / wall * 100,
-        "upstream_cpu_pct": s.sim_cpu / wall * 100,
+        "proxy_cpu_pct": pcpu * 100,
+        "upstream_cpu_pct": s.upstream_cpu() / wall * 100,
         "loadgen_cpu_pct": child.cpu_s / wall * 100,
         "bridge_core_busy_pct": s.core_busy[bc] * 100 if bc is not None else None,
         "other_core_busy_pct": s.core_busy[oc] * 100 if oc is not None else None,
         "foreign_bridge_core_pct": fb,
         "foreign_other_core_pct": fo,
-        # requests per second of bridge CPU: what one full core would serve at this efficiency
-        "rps_per_bridge_core": res["rps"] / (s.bridge_cpu / wall) if s.bridge_cpu > 0 else None,
+        # requests per second of proxy CPU: what one fully used core would serve at this efficiency
+        "rps_per_proxy_core": res["rps"] / pcpu if proxy and pcpu > 0 else None,
     }
 
 
 def phase_throughput(stack: Stack, a: argparse.Namespace, warnings: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"concurrency": a.concurrency, "seconds": a.duration, "loadgen": a.loadgen_used}
+    out["litellm_counts"] = {"nonstream": a.litellm_tp_requests, "stream": a.litellm_tp_streams}
+    ways = all_ways(stack, a.heavy_groups)
     for kind in KINDS:
-        for which in ("direct", "bridge"):  # warm the pools (bridge → upstream connections)
-            if a.warmup > 0:
-                throughput_once(stack, a, kind, which, a.warmup, 0.0)
+        for way in ways:  # warm the pools (proxy → upstream connections)
+            if a.warmup > 0 and WAYS[way].role != "litellm":
+                throughput_once(stack, a, kind, way, a.warmup, 0.0)
         rounds = []
         for r in range(a.rounds):
             row = {}
-            for which in ("direct", "bridge") if r % 2 == 0 else ("bridge", "direct"):
-                row[which] = throughput_once(stack, a, kind, which, a.duration, a.warmup)
-                if row[which]["errors"]:
-                    msg = (
-                        f"FAILED throughput {kind} {which}: {row[which]['errors']} errors {row[which]['error_samples']}"
-                    )
+            for way in rotated(ways, r):
+                row[way] = throughput_once(stack, a, kind, way, a.duration, a.warmup)
+                if row[way]["errors"]:
+                    msg = f"FAILED throughput {kind} {way}: {row[way]['errors']} errors {row[way]['error_samples']}"
                     warnings.append(msg)
                     log("WARNING " + msg)
             rounds.append(row)
-            log(
-                f"throughput {kind} round {r + 1}/{a.rounds}: direct {row['direct']['rps']:.0f} req/s, "
-                f"bridge {row['bridge']['rps']:.0f} req/s (bridge CPU {row['bridge']['bridge_cpu_pct']:.0f}%, "
-                f"other core {row['bridge']['other_core_busy_pct'] or 0:.0f}% busy)"
-            )
-        summary: dict[str, Any] = {"rounds": rounds}
-        for which in ("direct", "bridge"):
-            summary[which] = {
-                key: median([rr[which][key] for rr in rounds if rr[which][key] is not None] or [float("nan")])
-                for key in rounds[0][which]
-                if key not in ("error_samples",)
-            }
-        summary["ratio"] = summary["bridge"]["rps"] / summary["direct"]["rps"] if summary["direct"]["rps"] else 0.0
-        summary["notes"] = throughput_notes(kind, summary, a)
-        for note in summary["notes"]:
-            if note.startswith("WARNING"):
-                warnings.append(f"throughput {kind}: {note}")
-        out[kind] = summary
+            log(f"throughput {kind} round {r + 1}/{a.rounds}: " + ", ".join(
+                f"{w} {row[w]['rps']:.0f} req/s" + (f" ({row[w]['proxy_cpu_pct']:.0f}% CPU)"
+                                                    if WAYS[w].role != "direct" else "")
+                for w in ways
+            ))  # fmt: skip
+        kout: dict[str, Any] = {"rounds": rounds}
+        for group in a.heavy_groups:
+            g: dict[str, Any] = {}
+            for way in ways_of(stack, group):
+                g[WAYS[way].role] = {
+                    key: median([rr[way][key] for rr in rounds if rr[way][key] is not None] or [float("nan")])
+                    for key in rounds[0][way]
+                    if key not in ("error_samples", "loadgen")
+                }
+                g[WAYS[way].role]["loadgen"] = rounds[0][way]["loadgen"]
+            d = g["direct"]["rps"]
+            for role in ("bridge", "litellm"):
+                if role in g:
+                    g[f"{role}_over_direct"] = g[role]["rps"] / d if d else float("nan")
+            if "bridge" in g and "litellm" in g:
+                bl, ll = g["bridge"], g["litellm"]
+                g["bridge_over_litellm"] = bl["rps"] / ll["rps"] if ll["rps"] else float("inf")
+                if bl["rps_per_proxy_core"] and ll["rps_per_proxy_core"]:
+                    g["bridge_over_litellm_per_core"] = bl["rps_per_proxy_core"] / ll["rps_per_proxy_core"]
+            g["notes"] = throughput_notes(g, a)
+            for note in g["notes"]:
+                if note.startswith("WARNING"):
+                    warnings.append(f"throughput {group} {kind}: {note}")
+            kout[group] = g
+        out[kind] = kout
     return out
 
 
 FOREIGN_LIMIT = 15.0  # % of a core used by processes that are not ours before figures are called disturbed
 
 
-def throughput_notes(kind: str, s: dict[str, Any], a: argparse.Namespace) -> list[str]:
+def throughput_notes(g: dict[str, Any], a: argparse.Namespace) -> list[str]:
     notes = []
-    b, d = s["bridge"], s["direct"]
-    other_b = b["other_core_busy_pct"]
-    fb, fo = b["foreign_bridge_core_pct"], b["foreign_other_core_pct"]
-    ours = f"upstream {b['upstream_cpu_pct']:.0f}%, load generator {b['loadgen_cpu_pct']:.0f}%"
-    if b["loadgen_cpu_pct"] >= 90:
-        notes.append(f"WARNING the load generator saturated its core ({b['loadgen_cpu_pct']:.0f}%) in the bridge runs")
-    for name, f in (("bridge's", fb), ("upstream+load-generator", fo)):
-        if f is not None and f >= FOREIGN_LIMIT:
+    for role in ("bridge", "litellm"):
+        if role not in g:
+            continue
+        b = g[role]
+        other_b = b["other_core_busy_pct"]
+        fb, fo = b["foreign_bridge_core_pct"], b["foreign_other_core_pct"]
+        ours = f"upstream {b['upstream_cpu_pct']:.0f}%, load generator {b['loadgen_cpu_pct']:.0f}%"
+        if b["loadgen_cpu_pct"] >= 90:
             notes.append(
-                f"WARNING other processes on this machine used {f:.0f}% of the {name} core during the bridge runs: "
-                "req/s figures are disturbed (CPU-time figures much less so)"
+                f"WARNING the load generator saturated its core ({b['loadgen_cpu_pct']:.0f}%) in the {role} runs"
             )
-    if other_b is not None and other_b >= 90 and (fo is None or fo < FOREIGN_LIMIT):
-        notes.append(
-            f"WARNING the upstream+load-generator core was {other_b:.0f}% busy in the bridge runs ({ours}): "
-            "the bridge figure is a lower bound"
-        )
-    elif b["bridge_cpu_pct"] >= 85:
-        notes.append(
-            f"bridge-bound: the bridge used {b['bridge_cpu_pct']:.0f}% of its core; the other core was "
-            f"{other_b if other_b is not None else float('nan'):.0f}% busy ({ours})"
-        )
-    elif fb is not None and fo is not None and max(fb, fo) < FOREIGN_LIMIT:
-        notes.append(f"the bridge used only {b['bridge_cpu_pct']:.0f}% of its core ({ours}): not CPU-bound")
+        for name, f in (("proxy's", fb), ("upstream+load-generator", fo)):
+            if f is not None and f >= FOREIGN_LIMIT:
+                notes.append(
+                    f"WARNING other processes on this machine used {f:.0f}% of the {name} core during the {role} "
+                    "runs: req/s figures are disturbed (CPU-time figures much less so)"
+                )
+        if other_b is not None and other_b >= 90 and (fo is None or fo < FOREIGN_LIMIT):
+            notes.append(
+                f"WARNING the upstream+load-generator core was {other_b:.0f}% busy in the {role} runs ({ours}): "
+                f"the {role} figure is a lower bound"
+            )
+        elif b["proxy_cpu_pct"] >= 85:
+            notes.append(
+                f"{role}-bound: {role} used {b['proxy_cpu_pct']:.0f}% of its core; the other core was "
+                f"{other_b if other_b is not None else float('nan'):.0f}% busy ({ours})"
+            )
+        elif fb is not None and fo is not None and max(fb, fo) < FOREIGN_LIMIT:
+            notes.append(f"{role} used only {b['proxy_cpu_pct']:.0f}% of its core ({ours}): not CPU-bound")
+    d = g["direct"]
     if d["other_core_busy_pct"] is not None:
         notes.append(
             f"direct runs: upstream {d['upstream_cpu_pct']:.0f}% + load generator {d['loadgen_cpu_pct']:.0f}% "
             f"share one core ({d['other_core_busy_pct']:.0f}% busy): direct is what that core can serve"
         )
     return notes
+
+
+# ---- 4. many concurrent slow streams
+
+
+def phase_slow(stack: Stack, a: argparse.Namespace, warnings: list[str]) -> dict[str, Any]:
+    """``a.slow_streams`` streams at once (one connection each), each {TOKENS} events spread over
+    ``a.slow_seconds`` by the upstream: the time until the last one ends vs the ideal."""
+    ideal = a.slow_seconds
+    out: dict[str, Any] = {"streams": a.slow_streams, "ideal_s": ideal, "rounds": []}
+    for r in range(a.slow_rounds):
+        row: dict[str, Any] = {}
+        for group in a.heavy_groups:
+            for way in rotated(ways_of(stack, group), r):
+                t = stack.target("stream", way, slow_seconds=ideal)
+                bound = max(120.0, ideal * 4) if WAYS[way].role != "litellm" else max(600.0, ideal * 20)
+                spec = {"targets": [t], "concurrency": a.slow_streams, "count": a.slow_streams, "latencies": True,
+                        "timeout": bound, "max_time": bound + 30}  # fmt: skip
+                with Sampler(stack) as s:
+                    result, child = loadgen(stack, spec, timeout=bound + 30)
+                check_errors(result, f"slow streams {way}", warnings)
+                res = result["targets"][way]
+                lat = sorted(v / 1e6 for v in res.get("lat_us", []))
+                e2e = result["elapsed"]
+                row[way] = {
+                    "completed": res["completed"],
+                    "errors": res["errors"],
+                    "e2e_s": e2e,
+                    "over_ideal_pct": (e2e / ideal - 1) * 100,
+                    "stream_p50_s": pct(lat, 50),
+                    "stream_p99_s": pct(lat, 99),
+                    "stream_max_s": lat[-1] if lat else float("nan"),
+                    "proxy_cpu_ms_per_stream": s.proxy_cpu(t["proxy"]) / a.slow_streams * 1e3 if t["proxy"] else None,
+                    "proxy_cpu_pct": s.proxy_cpu(t["proxy"]) / max(s.wall, 1e-9) * 100,
+                    "upstream_cpu_pct": s.upstream_cpu() / max(s.wall, 1e-9) * 100,
+                    "loadgen_cpu_pct": child.cpu_s / max(s.wall, 1e-9) * 100,
+                    "foreign_pct": s.foreign_pct(child.cpu_s),
+                }
+                log(f"slow streams round {r + 1}/{a.slow_rounds} {way}: {res['completed']}/{a.slow_streams} in "
+                    f"{e2e:.2f} s ({row[way]['over_ideal_pct']:+.1f}% vs {ideal:g} s)")  # fmt: skip
+        out["rounds"].append(row)
+    for group in a.heavy_groups:
+        g: dict[str, Any] = {}
+        for way in ways_of(stack, group):
+            g[WAYS[way].role] = {
+                key: median([rr[way][key] for rr in out["rounds"] if rr[way][key] is not None] or [float("nan")])
+                for key in out["rounds"][0][way]
+                if key != "foreign_pct"
+            }
+        out[group] = g
+    return out

@@ -1,9 +1,11 @@
-"""Where does the bridge spend its CPU? py-spy on the bridge under load (non-stream, then stream).
+"""Where does the bridge spend its CPU? py-spy on the bridge under load, for each path (the Livepeer
+backend, the openai_compat backend) and each kind of request (non-stream, stream).
 
-    python bench/profile_bridge.py [--seconds 8] [--concurrency 64] [--native] [--out DIR]
+    python bench/profile_bridge.py [--seconds 8] [--concurrency 64] [--native] [--groups livepeer,openai] [--out DIR]
 
-Same stack as bench/overhead.py (simulator + bridge on free loopback ports, pinned like there), load
-from wrk (or bench/loadgen.py), ``py-spy record`` on the bridge process meanwhile. Prints the top
+Same stack as bench/overhead.py (Livepeer simulator, the fast OpenAI-compatible upstream and the bridge
+on free loopback ports, pinned like there), load from wrk (or bench/loadgen.py), ``py-spy record``
+on the bridge process meanwhile. Prints the top
 functions by self time and by inclusive time (share of the bridge's busy samples), and keeps the
 raw collapsed stacks in --out (feed them to flamegraph.pl or speedscope). Needs py-spy (``pip install py-spy``) and
 ptrace rights (root, or kernel.yama.ptrace_scope=0).
@@ -25,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KINDS, LABEL
+from common import GROUPS, KINDS, LABEL
 from phases import WRK, sanity, throughput_once
-from stack import PIN, Stack, bridge_server, find_python, simulator, stop_servers
+from stack import PIN, Stack, bridge_server, find_python, simulator, stop_servers, upstream
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -66,7 +68,9 @@ def main() -> int:
     p.add_argument("--native", action="store_true", help="also sample C/Cython frames (uvloop, httptools...)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", default=None, help="directory for the raw stacks and flamegraphs")
+    p.add_argument("--groups", default=",".join(GROUPS), help="paths to profile: livepeer,openai")
     a = p.parse_args()
+    groups = [g for g in GROUPS if g in a.groups.split(",")]
     a.seconds = max(1, min(a.seconds, 60))
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
@@ -74,7 +78,8 @@ def main() -> int:
     python = find_python(None)
     wrk = shutil.which("wrk")
     WRK["path"] = wrk
-    args = argparse.Namespace(loadgen_used="wrk" if wrk else "python", concurrency=a.concurrency, phase_timeout=60.0)
+    args = argparse.Namespace(loadgen_used="wrk" if wrk else "python", concurrency=a.concurrency, phase_timeout=60.0,
+                              quick=False)  # fmt: skip
     allowed = sorted(os.sched_getaffinity(0))
     bridge_cpus, other_cpus = ([allowed[0]], [allowed[1]]) if len(allowed) >= 2 and PIN["taskset"] else (None, None)
     if bridge_cpus is None:
@@ -83,23 +88,26 @@ def main() -> int:
     out = Path(a.out) if a.out else Path(tmp.name)
     out.mkdir(parents=True, exist_ok=True)
     sim = simulator(python, other_cpus, out)
+    up = upstream(python, other_cpus, out)
     bridge = None
     try:
         sim.start()
-        bridge = bridge_server(python, sim.port, bridge_cpus, out)
+        up.start()
+        bridge = bridge_server(python, sim.port, up.port, bridge_cpus, out)
         bridge.start()
-        stack = Stack(sim, bridge, python, bridge_cpus, other_cpus, out)
+        stack = Stack({"sim": sim, "upstream": up, "bridge": bridge}, python, bridge_cpus, other_cpus, out)
         sanity(stack)
         assert bridge.proc is not None
-        for kind in KINDS:
-            throughput_once(stack, args, kind, "bridge", 1.0, 0.0)  # warm the pools
-            raw = out / f"bridge-{kind}.txt"
+        for group, kind in ((g, k) for g in groups for k in KINDS):
+            way = f"{group}.bridge"
+            throughput_once(stack, args, kind, way, 1.0, 0.0)  # warm the pools
+            raw = out / f"bridge-{group}-{kind}.txt"
             cmd = [pyspy, "record", "-p", str(bridge.proc.pid), "-d", str(a.seconds), "-r", str(a.rate),
                    "-f", "raw", "-o", str(raw)] + (["--native"] if a.native else [])  # fmt: skip
             load: dict[str, object] = {}
 
-            def drive(kind: str = kind, load: dict[str, object] = load) -> None:
-                load["r"] = throughput_once(stack, args, kind, "bridge", a.seconds + 2, 0.0)
+            def drive(kind: str = kind, way: str = way, load: dict[str, object] = load) -> None:
+                load["r"] = throughput_once(stack, args, kind, way, a.seconds + 2, 0.0)
 
             th = threading.Thread(target=drive)
             th.start()
@@ -108,15 +116,15 @@ def main() -> int:
             th.join(timeout=a.seconds + 90)
             total, self_c, incl_c = parse_raw(raw)
             r = load.get("r") or {}
-            print(f"\n=== bridge, {LABEL[kind]}, concurrency {a.concurrency}: {total} busy samples "
-                  f"({r.get('rps', 0):.0f} req/s, bridge CPU {r.get('bridge_cpu_pct', 0):.0f}% while profiled)")  # type: ignore[union-attr]  # fmt: skip
+            print(f"\n=== bridge, {group} path, {LABEL[kind]}, concurrency {a.concurrency}: {total} busy samples "
+                  f"({r.get('rps', 0):.0f} req/s, bridge CPU {r.get('proxy_cpu_pct', 0):.0f}% while profiled)")  # type: ignore[union-attr]  # fmt: skip
             print(f"top {a.top} by self time:")
             print("\n".join(top(self_c, total, a.top)))
             print(f"top {a.top} by inclusive time:")
             print("\n".join(top(incl_c, total, a.top)))
             print(f"(raw stacks: {raw})" if a.out else "")
     finally:
-        stop_servers(bridge, sim)
+        stop_servers(bridge, up, sim)
         tmp.cleanup()
     return 0
 

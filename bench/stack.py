@@ -1,4 +1,5 @@
-"""The processes of the overhead bench: the two servers, CPU pinning, bounded child processes (load
+"""The processes of the overhead bench: the servers (Livepeer simulator, the fast OpenAI-compatible
+upstream, the bridge, LiteLLM's proxy when installed), CPU pinning, bounded child processes (load
 generators, probes), CPU sampling, and a description of the machine.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import TOKENS, BenchError, body_for, log, median, raw_request
+from common import TOKENS, WAYS, BenchError, body_for, log, median, raw_request
 
 try:
     import psutil
@@ -30,6 +31,13 @@ except ImportError:  # pragma: no cover
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 LOADGEN = HERE / "loadgen.py"
+UPSTREAM = HERE / "upstream.py"
+#: where `make bench-litellm` installs LiteLLM's proxy (kept out of the test venv)
+LITELLM_VENV = REPO / ".venv-bench"
+LITELLM_VERSION = "1.106.2"
+#: the servers that proxy (their CPU is what the bench measures) and the upstreams
+PROXIES = ("bridge", "litellm")
+UPSTREAMS = ("sim", "upstream")
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -61,6 +69,7 @@ class Server:
     health_path: str
     cpus: list[int] | None
     logdir: Path
+    env: dict[str, str] | None = None
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     ps: psutil.Process | None = None
@@ -76,8 +85,9 @@ class Server:
             argv = pin_prefix(self.cpus) + argv
             with open(self.log_path, "ab") as logf:
                 self.proc = subprocess.Popen(
-                    argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-                )
+                    argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                    env={**os.environ, **self.env} if self.env else None,
+                )  # fmt: skip
             self.ps = psutil.Process(self.proc.pid)
             if self._wait_ready(timeout):
                 return
@@ -198,42 +208,50 @@ def run_child(argv: list[str], cpus: list[int] | None, timeout: float, logdir: P
 
 @dataclass
 class Stack:
-    sim: Server
-    bridge: Server
+    """The running servers by name ("sim", "upstream", "bridge", "litellm") and the CPU layout."""
+
+    servers: dict[str, Server]
     python: str
     bridge_cpus: list[int] | None
     other_cpus: list[int] | None
     logdir: Path
 
-    def target(self, kind: str, which: str) -> dict[str, Any]:
-        if which == "direct":
-            port, path = self.sim.port, "/llm"
+    @property
+    def bridge(self) -> Server:
+        return self.servers["bridge"]
+
+    def has(self, way_key: str) -> bool:
+        return WAYS[way_key].server in self.servers
+
+    def target(self, kind: str, way_key: str, slow_seconds: float = 0.0) -> dict[str, Any]:
+        way = WAYS[way_key]
+        port = self.servers[way.server].port
+        body = body_for(kind, way, slow_seconds)
+        if way.server == "sim" or kind == "nonstream":  # Livepeer streams have no [DONE]
             expect = f'"completion_tokens":{TOKENS}'
         else:
-            port, path = self.bridge.port, "/v1/chat/completions"
-            expect = "data: [DONE]" if kind == "stream" else f'"completion_tokens":{TOKENS}'
+            expect = "data: [DONE]"
         return {
-            "name": which,
+            "name": way_key,
             "host": "127.0.0.1",
             "port": port,
-            "path": path,
-            "body": body_for(kind, which),
-            "request": raw_request(port, path, body_for(kind, which)),
+            "path": way.path,
+            "body": body,
+            "request": raw_request(port, way.path, body),
             "expect": expect,
+            "proxy": way.server if way.server in PROXIES else None,
         }
 
 
 class Sampler:
-    """CPU of the bridge, the simulator and each CPU core between start() and stop()."""
+    """CPU of every server and busy time of each CPU core between start() and stop()."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
 
     def __enter__(self) -> Sampler:
-        self.bprocs = self.stack.bridge.processes()
-        self.sprocs = self.stack.sim.processes()
-        self.b0 = self.stack.bridge.cpu(self.bprocs)
-        self.s0 = self.stack.sim.cpu(self.sprocs)
+        self.procs = {n: s.processes() for n, s in self.stack.servers.items()}
+        self.cpu0 = {n: self.stack.servers[n].cpu(p) for n, p in self.procs.items()}
         self.me0 = time.process_time()
         self.c0 = psutil.cpu_times(percpu=True)
         self.t0 = time.monotonic()
@@ -241,11 +259,17 @@ class Sampler:
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.monotonic() - self.t0
-        self.bridge_cpu = self.stack.bridge.cpu(self.bprocs) - self.b0
-        self.sim_cpu = self.stack.sim.cpu(self.sprocs) - self.s0
+        self.cpu = {n: self.stack.servers[n].cpu(p) - self.cpu0[n] for n, p in self.procs.items()}
         c1 = psutil.cpu_times(percpu=True)
         self.self_cpu = time.process_time() - self.me0
         self.core_busy = {i: cpu_busy(a, b) for i, (a, b) in enumerate(zip(self.c0, c1, strict=True))}
+        self.bridge_cpu = self.cpu.get("bridge", 0.0)
+
+    def proxy_cpu(self, name: str | None) -> float:
+        return self.cpu.get(name, 0.0) if name else 0.0
+
+    def upstream_cpu(self) -> float:
+        return sum(self.cpu.get(n, 0.0) for n in UPSTREAMS)
 
     def foreign_pct(self, loadgen_cpu_s: float) -> tuple[float | None, float | None]:
         """% of the bridge's core and of the other core used by processes that are not ours."""
@@ -253,9 +277,10 @@ class Sampler:
         if not bc or not oc:
             return None, None
         wall = max(self.wall, 1e-9)
-        ours_other = self.sim_cpu + loadgen_cpu_s + self.self_cpu
+        ours_bridge_core = sum(self.cpu.get(n, 0.0) for n in PROXIES)
+        ours_other = self.upstream_cpu() + loadgen_cpu_s + self.self_cpu
         return (
-            max(0.0, self.core_busy[bc[0]] * 100 - self.bridge_cpu / wall * 100),
+            max(0.0, self.core_busy[bc[0]] * 100 - ours_bridge_core / wall * 100),
             max(0.0, self.core_busy[oc[0]] * 100 - ours_other / wall * 100),
         )
 
@@ -263,8 +288,8 @@ class Sampler:
 def loadgen(stack: Stack, spec: dict[str, Any], timeout: float) -> tuple[dict[str, Any], ChildResult]:
     spec_path = Path(tempfile.mkstemp(prefix="spec-", suffix=".json", dir=stack.logdir)[1])
     out_path = spec_path.with_suffix(".result.json")
-    keys = ("name", "host", "port", "request", "expect")
-    spec = {**spec, "targets": [{k: t[k] for k in keys} for t in spec["targets"]]}
+    keys = ("name", "host", "port", "request", "expect", "count")
+    spec = {**spec, "targets": [{k: t[k] for k in keys if k in t} for t in spec["targets"]]}
     spec.setdefault("max_time", timeout)
     spec_path.write_text(json.dumps(spec))
     argv = [stack.python, str(LOADGEN), str(spec_path), str(out_path)]
@@ -286,14 +311,119 @@ def simulator(python: str, cpus: list[int] | None, logdir: Path) -> Server:
                   "/healthz", cpus, logdir)  # fmt: skip
 
 
-def bridge_server(python: str, sim_port: int, cpus: list[int] | None, logdir: Path, workers: int = 1) -> Server:
-    """``oai-bridge serve`` in front of the simulator listening on ``sim_port``; start() it."""
+def upstream(python: str, cpus: list[int] | None, logdir: Path) -> Server:
+    """The fast OpenAI-compatible upstream (bench/upstream.py); start() it."""
+    return Server("upstream", [python, str(UPSTREAM), "--host", "127.0.0.1", "--port", "{port}"], "/health", cpus,
+                  logdir)  # fmt: skip
+
+
+BRIDGE_TOML = """\
+# written by bench/overhead.py: the Livepeer simulator and the fast OpenAI-compatible upstream
+[livepeer]
+gateway_url = "http://127.0.0.1:{sim}"
+gateway_api = "json"
+
+[backends.fast]
+kind = "openai_compat"
+base_url = "http://127.0.0.1:{up}/v1"
+
+[[routes]]
+model = "{lp_model}"
+backend = "livepeer"
+
+[[routes]]
+model = "{oa_model}"
+backend = "fast"
+"""
+
+
+def bridge_server(
+    python: str, sim_port: int, up_port: int, cpus: list[int] | None, logdir: Path, workers: int = 1
+) -> Server:
+    """``oai-bridge serve --config`` with the Livepeer backend (the simulator on ``sim_port``) and an
+    ``openai_compat`` backend (the upstream on ``up_port``), one route each; start() it."""
+    from common import MODEL, OA_MODEL
+
+    config = logdir / "bridge.toml"
+    config.write_text(BRIDGE_TOML.format(sim=sim_port, up=up_port, lp_model=MODEL, oa_model=OA_MODEL))
     return Server(
         "bridge",
-        [python, "-m", "oai_bridge", "serve", "--gateway", f"http://127.0.0.1:{sim_port}",
-         "--gateway-api", "json", "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers),
-         "--log-level", "warning"],
+        [python, "-m", "oai_bridge", "serve", "--config", str(config), "--host", "127.0.0.1", "--port", "{port}",
+         "--workers", str(workers), "--log-level", "warning"],
         "/health", cpus, logdir,
+    )  # fmt: skip
+
+
+LITELLM_YAML = """\
+# written by bench/overhead.py: LiteLLM's proxy set up for speed (see bench/README.md)
+model_list:
+  - model_name: {oa_model}
+    litellm_params:
+      model: openai/{oa_model}
+      api_base: http://127.0.0.1:{up}/v1
+      api_key: sk-bench-not-a-secret
+litellm_settings:
+  callbacks: []
+  success_callback: []
+  failure_callback: []
+  service_callback: []
+  num_retries: 0
+  request_timeout: 600
+  set_verbose: false
+  json_logs: false
+  turn_off_message_logging: true
+general_settings:
+  # no master key: no auth on either proxy (the bridge runs without keys too); LiteLLM >= 1.10x
+  # refuses to start keyless unless told so
+  dangerously_permit_weak_or_unset_master_key: true
+  disable_spend_logs: true
+  disable_error_logs: true
+  disable_adding_master_key_hash_to_db: true
+  background_health_checks: false
+"""
+
+LITELLM_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the cost map from the network at start
+    "LITELLM_LOG": "ERROR",
+    "LITELLM_MODE": "PRODUCTION",  # no .env loading
+    "NUM_WORKERS": "1",
+    "DISABLE_SCHEMA_UPDATE": "true",
+}
+
+
+def find_litellm(choice: str) -> str | None:
+    """``auto``: .venv-bench/bin/litellm, else ``litellm`` on PATH; ``off``: None; else a path."""
+    if choice == "off":
+        return None
+    if choice != "auto":
+        if not Path(choice).exists():
+            raise BenchError(f"--litellm {choice}: no such file")
+        return choice
+    local = LITELLM_VENV / "bin" / "litellm"
+    if local.exists():
+        return str(local)
+    return shutil.which("litellm")
+
+
+def litellm_version(exe: str) -> str | None:
+    py = Path(exe).parent / "python"
+    if not py.exists():
+        return None
+    res = subprocess.run([str(py), "-c", "from importlib.metadata import version as v; print(v('litellm'))"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    return res.stdout.strip() or None
+
+
+def litellm_server(exe: str, up_port: int, cpus: list[int] | None, logdir: Path) -> Server:
+    """LiteLLM's proxy (one uvicorn worker) routing the OpenAI group's model to the upstream; start() it."""
+    from common import OA_MODEL
+
+    config = logdir / "litellm.yaml"
+    config.write_text(LITELLM_YAML.format(up=up_port, oa_model=OA_MODEL))
+    return Server(
+        "litellm",
+        [exe, "--config", str(config), "--host", "127.0.0.1", "--port", "{port}", "--num_workers", "1"],
+        "/health/liveliness", cpus, logdir, env=LITELLM_ENV,
     )  # fmt: skip
 
 

@@ -107,6 +107,8 @@ async def open_response(
 async def read_body(resp: aiohttp.ClientResponse, *, what: str, timeout: float) -> bytes:
     """The whole body (released afterwards)."""
     try:
+        if resp.content.is_eof():  # the usual small answer came whole with its head: no timer needed
+            return await resp.read()
         async with asyncio.timeout(timeout):
             return await resp.read()
     except TimeoutError:
@@ -115,6 +117,40 @@ async def read_body(resp: aiohttp.ClientResponse, *, what: str, timeout: float) 
         raise UpstreamError(f"The connection to {what} broke during the answer.", code="stream_cut") from None
     finally:
         resp.release()
+
+
+class _IdleWatch:
+    """One timer per body instead of two timer operations per read (each a ``call_at`` or a cancel,
+    and a ``getpid`` syscall through ``get_running_loop``): the reader only stores when its pending
+    read started in ``since`` (``None`` between reads), and the timer, due at most every ``limit`` s,
+    expires ``deadline`` once a read has waited ``limit`` s. Time the consumer spends between reads
+    never counts."""
+
+    __slots__ = ("_deadline", "_handle", "_loop", "limit", "since")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout, limit: float) -> None:
+        self._loop = loop
+        self._deadline = deadline
+        self.limit = limit
+        self.since: float | None = loop.time()  # when the pending read started (None: not reading)
+        self._handle = loop.call_at(self.since + limit, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        since = self.since
+        if since is not None and now >= since + self.limit:
+            self._deadline.reschedule(now)  # the read times out (TimeoutError inside the block)
+            return
+        self._handle = self._loop.call_at((since if since is not None else now) + self.limit, self._check)
+
+    def set_limit(self, limit: float) -> None:
+        if limit < self.limit:  # due sooner than the pending timer: re-arm it
+            self._handle.cancel()
+            self._handle = self._loop.call_at(self._loop.time() + limit, self._check)
+        self.limit = limit
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 async def _decoded(
@@ -131,23 +167,29 @@ async def _decoded(
     reads after it; ``finish()`` gives what is left when the body ends."""
     content = resp.content
     loop = asyncio.get_running_loop()
-    limit, code = first, "first_token_timeout"
+    code = "first_token_timeout"
     try:
         async with asyncio.timeout(None) as deadline:
-            while True:
-                deadline.reschedule(loop.time() + limit)
-                data = await content.readany()
-                deadline.reschedule(None)
-                if not data:
-                    break
-                items = decode(data)
-                if items:
-                    limit, code = idle, "idle_timeout"
-                    for item in items:
-                        yield item
+            watch = _IdleWatch(loop, deadline, first)
+            try:
+                while True:
+                    watch.since = loop.time()
+                    data = await content.readany()
+                    watch.since = None
+                    if not data:
+                        break
+                    items = decode(data)
+                    if items:
+                        if code == "first_token_timeout":
+                            watch.set_limit(idle)
+                            code = "idle_timeout"
+                        for item in items:
+                            yield item
+            finally:
+                watch.cancel()
     except TimeoutError:
         where = "before its first event" if code == "first_token_timeout" else "in the middle of the answer"
-        raise UpstreamTimeout(f"{what} went silent {where} for {limit:g} s.", code=code) from None
+        raise UpstreamTimeout(f"{what} went silent {where} for {watch.limit:g} s.", code=code) from None
     except aiohttp.ClientError:
         raise UpstreamError(f"The connection to {what} broke in the middle of the answer.", code="stream_cut") from None
     for item in finish():

@@ -175,6 +175,12 @@ class StreamNormalizer:
             raise malformed(self.what, "'choices' is not a list")
         extras = {k: v for k, v in event.items() if k not in CHUNK_KEYS}
         self._stable = {k: extras[k] for k in STABLE_KEYS if k in extras}
+        if len(choices) == 1:  # fast path: the text of a choice already started, nothing else
+            text = self._plain_text(choices[0])
+            if text is not None:
+                choice = {"index": choices[0].get("index", 0), "delta": {"content": text}, "logprobs": None,
+                          "finish_reason": None}  # fmt: skip
+                return [self._chunk([choice], extras)]
         now: list[dict[str, Any]] = []
         finishes: list[dict[str, Any]] = []
         for position, raw in enumerate(choices):
@@ -185,6 +191,27 @@ class StreamNormalizer:
         if finishes:
             out.append(self._chunk(finishes, extras))
         return out
+
+    def _plain_text(self, raw: Any) -> str | None:
+        """The text of ``raw`` when it is only that — ``{"index", "delta": {"content": str}}`` with
+        null/absent ``logprobs`` and ``finish_reason``, for a choice already started and not
+        finished — else ``None`` (the general path then handles it)."""
+        if type(raw) is not dict:
+            return None
+        delta = raw.get("delta")
+        if type(delta) is not dict or len(delta) != 1:
+            return None
+        text = delta.get("content")
+        if type(text) is not str or not text:
+            return None
+        reason = raw.get("finish_reason")
+        if (reason is not None and reason != "") or raw.get("logprobs") is not None:
+            return None
+        index = raw.get("index", 0)
+        state = self._choices.get(index) if type(index) is int else None
+        if state is None or not state.started or state.finish is not None:
+            return None
+        return text
 
     def _choice(
         self, raw: dict[str, Any], position: int, now: list[dict[str, Any]], finishes: list[dict[str, Any]]
