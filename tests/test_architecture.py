@@ -30,7 +30,7 @@ PURE = [
         if p.name not in BACKEND_IO
     ),
 ]
-IO_MODULES = ("aiohttp", "starlette", "uvicorn", "httpx", "socket", "asyncio.streams")
+IO_MODULES = ("aiohttp", "httptools", "starlette", "uvicorn", "httpx", "socket", "ssl", "asyncio.streams")
 
 
 def imports(path: Path) -> set[str]:

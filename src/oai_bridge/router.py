@@ -113,6 +113,8 @@ class Router:
     def _usable(self, targets: list[Target], order: Iterable[int]) -> list[int]:
         """``order`` without upstreams whose breaker is open, unless that would leave none."""
         order = list(order)
+        if len(order) < 2:  # one upstream is tried whatever its breaker says
+            return order
         now = self._clock()
         open_ = [i for i in order if targets[i].breaker.state(now) == "open"]
         usable = [i for i in order if i not in open_]

@@ -9,9 +9,9 @@ the rest of the proxy (measured in ``bench/``).
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, ClassVar, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 Role = Literal["system", "user", "assistant", "developer", "tool", "function"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
@@ -67,8 +67,11 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     top_k: int | None = None
 
-    # Set by ``continued``: the last message is an assistant prefix the upstream must continue.
-    _continuation: bool = PrivateAttr(default=False)
+    # Set by ``continued`` (on the copy's ``__dict__``, which ``model_copy`` carries over and
+    # ``model_dump`` ignores): the last message is an assistant prefix the upstream must continue.
+    # A class variable, not a ``PrivateAttr``: private attributes cost every request a slot
+    # initialization and every read a ``__getattr__`` (measured on the hot path).
+    _continuation: ClassVar[bool] = False
 
     @field_validator("stop")
     @classmethod
@@ -116,7 +119,7 @@ class ChatCompletionRequest(BaseModel):
         if model is not None:
             update["model"] = model
         copy = self.model_copy(update=update)
-        copy._continuation = True
+        object.__setattr__(copy, "_continuation", True)
         return copy
 
 

@@ -1,6 +1,7 @@
-"""HTTP plumbing every HTTP backend shares (I/O): one pooled aiohttp session per backend, the
-request that waits for the response head within the first-token limit, event readers with the
-idle limit, and the one mapping of transport failures and upstream statuses to ``BridgeError``s.
+"""HTTP plumbing every HTTP backend shares (I/O): one pooled ``HttpClient`` per backend
+(``httpclient.py``, the lean keep-alive client of the hot path), the request that waits for the
+response head within the first-token limit, event readers with the idle limit, and the one
+mapping of transport failures and upstream statuses to ``BridgeError``s.
 
 The error codes are what the router's failover policy reads (``failover.classify``):
 
@@ -40,6 +41,7 @@ from ..ndjson import NDJSONDecoder
 from ..redact import redact
 from ..sse import ServerSentEvent, SSEDecoder
 from .base import BackendConfig, Health
+from .httpclient import ConnectFailed, HttpClient, Response
 
 T = TypeVar("T")
 
@@ -61,15 +63,15 @@ __all__ = [
 
 @contextmanager
 def transport_errors(what: str) -> Iterator[None]:
-    """Map aiohttp's exceptions raised inside the block before the response head; ``what`` names
-    the upstream in messages (never a key)."""
+    """Map the client's exceptions (``HttpClient``'s subclass aiohttp's) raised inside the block
+    before the response head; ``what`` names the upstream in messages (never a key)."""
     try:
         yield
     except aiohttp.ServerDisconnectedError:
         raise UpstreamUnavailable(
             f"{what} closed the connection without answering.", code="server_disconnected"
         ) from None
-    except aiohttp.ClientConnectorError as exc:
+    except (aiohttp.ClientConnectorError, ConnectFailed) as exc:
         raise UpstreamUnavailable(
             f"Cannot connect to {what} ({exc.os_error}).", code="upstream_unreachable", retry_after=2.0
         ) from None
@@ -82,29 +84,32 @@ def transport_errors(what: str) -> Iterator[None]:
 
 
 async def open_response(
-    session: aiohttp.ClientSession,
+    client: HttpClient,
     method: str,
     url: str,
     *,
     what: str,
     timeout: float,
     **kwargs: Any,
-) -> aiohttp.ClientResponse:
+) -> Response:
     """Send a request and wait (at most ``timeout`` s) for the response head. A pooled keep-alive
-    connection the upstream already closed gets one fresh attempt: aiohttp cannot tell that
+    connection the upstream already closed gets one fresh attempt: a client cannot tell that
     apart from an upstream that closed without answering."""
+    deadline = time.monotonic() + timeout  # both attempts together
     try:
-        async with asyncio.timeout(timeout):
-            with transport_errors(what):
-                try:
-                    return await session.request(method, url, **kwargs)
-                except aiohttp.ServerDisconnectedError:
-                    return await session.request(method, url, **kwargs)
+        with transport_errors(what):
+            try:
+                return await client.request(method, url, timeout=timeout, **kwargs)
+            except aiohttp.ServerDisconnectedError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError from None
+                return await client.request(method, url, timeout=left, **kwargs)
     except TimeoutError:
         raise UpstreamTimeout(f"{what} sent nothing within {timeout:g} s.", code="first_token_timeout") from None
 
 
-async def read_body(resp: aiohttp.ClientResponse, *, what: str, timeout: float) -> bytes:
+async def read_body(resp: Response, *, what: str, timeout: float) -> bytes:
     """The whole body (released afterwards)."""
     try:
         if resp.content.is_eof():  # the usual small answer came whole with its head: no timer needed
@@ -154,7 +159,7 @@ class _IdleWatch:
 
 
 async def _decoded(
-    resp: aiohttp.ClientResponse,
+    resp: Response,
     *,
     what: str,
     idle: float,
@@ -197,7 +202,7 @@ async def _decoded(
 
 
 def sse_events(
-    resp: aiohttp.ClientResponse,
+    resp: Response,
     *,
     what: str,
     idle: float,
@@ -219,9 +224,7 @@ def sse_events(
     )
 
 
-def lines(
-    resp: aiohttp.ClientResponse, *, what: str, idle: float, first: float | None = None
-) -> AsyncGenerator[bytes, None]:
+def lines(resp: Response, *, what: str, idle: float, first: float | None = None) -> AsyncGenerator[bytes, None]:
     """The non-empty lines of an NDJSON body (a last line without its newline included)."""
     decoder = NDJSONDecoder()
 
@@ -237,7 +240,7 @@ def lines(
 DRAIN_SECONDS = 0.05
 
 
-async def drain(resp: aiohttp.ClientResponse) -> None:
+async def drain(resp: Response) -> None:
     """After an answer's end marker: read the body's terminator (bounded, never delays much) so
     the connection can go back to the pool."""
     if not resp.content.at_eof():
@@ -248,7 +251,7 @@ async def drain(resp: aiohttp.ClientResponse) -> None:
             pass
 
 
-def settle(resp: aiohttp.ClientResponse, *, complete: bool) -> None:
+def settle(resp: Response, *, complete: bool) -> None:
     """Back to the pool after a complete, fully read body; otherwise close the connection, which
     stops the upstream's work at once (a client that left, a failure, a stop sequence)."""
     if complete and resp.content.at_eof():
@@ -258,7 +261,7 @@ def settle(resp: aiohttp.ClientResponse, *, complete: bool) -> None:
 
 
 async def probe(
-    session: aiohttp.ClientSession,
+    client: HttpClient,
     *,
     name: str,
     kind: str,
@@ -280,13 +283,13 @@ async def probe(
     }
     try:
         async with asyncio.timeout(timeout):
-            async with session.get(base_url + path, headers=headers) as resp:
-                await resp.read()
-                status = resp.status
+            resp = await client.request("GET", base_url + path, headers=headers)
+            await resp.read()
+            status = resp.status
     except TimeoutError:
         out["status"], out["error"] = "unreachable", f"no answer within {timeout:g} s"
         return out
-    except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a request aiohttp refuses to make
+    except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a URL or header the client refuses
         out["status"], out["error"] = "unreachable", redact(f"{type(exc).__name__}: {exc}")
         return out
     out["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
@@ -296,7 +299,7 @@ async def probe(
 
 
 class HttpBackendBase:
-    """What an HTTP backend keeps: its config, one lazily created pooled session, and a health
+    """What an HTTP backend keeps: its config, one lazily created pooled client, and a health
     probe (``GET health_path``; any HTTP answer below 500 counts as connected)."""
 
     kind = "http"
@@ -306,25 +309,15 @@ class HttpBackendBase:
         self.config = config
         self.name = config.name
         self.base_url = config.base_url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         self._created = int(time.time())
+        #: How messages name this upstream: ``backend 'NAME' (kind)``.
+        self.what = f"backend {self.name!r} ({self.kind})"
 
-    @property
-    def what(self) -> str:
-        """How messages name this upstream: ``backend 'NAME' (kind)``."""
-        return f"backend {self.name!r} ({self.kind})"
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(
-                total=None, connect=self.config.connect_timeout, sock_connect=self.config.connect_timeout
-            )
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
-                timeout=timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
+    def session(self) -> HttpClient:
+        if self._client is None or self._client.closed:
+            self._client = HttpClient(connect_timeout=self.config.connect_timeout)
+        return self._client
 
     def health_headers(self) -> dict[str, str]:
         return {}
@@ -334,9 +327,7 @@ class HttpBackendBase:
         error bodies; this default maps the status alone)."""
         return status_error(status, f"{self.what} answered HTTP {status}.", retry=retry_after(headers))
 
-    async def post_json(
-        self, path: str, body: Any, *, timeout: float, headers: Mapping[str, str]
-    ) -> aiohttp.ClientResponse:
+    async def post_json(self, path: str, body: Any, *, timeout: float, headers: Mapping[str, str]) -> Response:
         """POST ``body`` as JSON and wait (``timeout`` s) for the head: the 2xx response, or the
         mapped error of any other answer (its body read briefly, for the message)."""
         resp = await open_response(
@@ -368,5 +359,5 @@ class HttpBackendBase:
         )
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        if self._client is not None and not self._client.closed:
+            await self._client.aclose()

@@ -414,8 +414,7 @@ async def test_complete_streams_reuse_the_connection(backend: AnthropicBackend, 
     for _ in range(3):
         chunks, error = await collect(backend, stream_req())
         assert error is None and text_of(chunks) == ANSWER
-    connector = backend.session().connector
-    assert connector is not None and sum(len(v) for v in connector._conns.values()) == 1  # type: ignore[attr-defined]
+    assert backend.session().connections() == (1, 1)  # one pooled keep-alive connection, idle
 
 
 async def _aiter(items: list[Any]) -> Any:

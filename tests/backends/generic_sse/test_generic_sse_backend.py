@@ -377,8 +377,7 @@ async def test_complete_answers_reuse_the_connection(make: Factory) -> None:
         assert text_of(await collect(backend, req())) == EXPECTED
     ports = {r["headers"].get("Host") for r in server.requests}
     assert len(ports) == 1
-    connector = backend.session().connector
-    assert connector is not None and len(connector._conns) == 1  # one pooled keep-alive connection
+    assert backend.session().connections() == (1, 1)  # one pooled keep-alive connection, idle
 
 
 async def test_the_key_is_never_logged(make: Factory, caplog: pytest.LogCaptureFixture) -> None:

@@ -363,8 +363,7 @@ async def test_a_finished_stream_leaves_the_connection_reusable(
     for _ in range(3):
         assert fold(await collect(backend, sreq()))[0]["text"] == TEXT
     assert state(osim).disconnects == 0
-    connector = backend.session().connector
-    assert connector is not None and len(connector._conns) == 1  # one pooled keep-alive connection
+    assert backend.session().connections() == (1, 1)  # one pooled keep-alive connection, idle
 
 
 async def test_a_json_answer_to_a_stream_request_is_streamed() -> None:

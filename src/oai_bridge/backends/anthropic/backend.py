@@ -32,13 +32,13 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ...errors import BridgeError, UpstreamError
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from ..base import BackendConfig
 from ..http import HttpBackendBase, drain, open_response, read_body, settle, sse_events
+from ..httpclient import Response
 from .translate import StreamParser, build_request, error_from_response, parse_models_page, parse_response
 from .wire import DEFAULT_MAX_TOKENS, DEFAULT_VERSION, MESSAGES_PATH, MODELS_PAGE_LIMIT, MODELS_PATH
 
@@ -120,7 +120,7 @@ class AnthropicBackend(HttpBackendBase):
     def error_from_response(self, status: int, body: bytes, headers: Mapping[str, str]) -> BridgeError:
         return error_from_response(status, body, headers, what=self.what)
 
-    async def _open(self, body: Any, timeout: float) -> aiohttp.ClientResponse:
+    async def _open(self, body: Any, timeout: float) -> Response:
         """POST the Messages request; a non-200 answer is raised as its ``BridgeError``."""
         return await self.post_json(MESSAGES_PATH, body, timeout=timeout, headers=self._post_headers)
 

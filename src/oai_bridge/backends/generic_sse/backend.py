@@ -105,7 +105,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ...chunks import fold_chunks
@@ -113,6 +112,7 @@ from ...errors import UpstreamError, UpstreamTimeout, retry_after
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from ..base import BackendConfig
 from ..http import HttpBackendBase, drain, open_response, read_body, settle, sse_events
+from ..httpclient import Response
 from .expressions import render_text
 from .translate import StreamParser, StreamSpec, build_request, error_from_response, error_message, parse_options
 
@@ -157,7 +157,7 @@ class GenericSSEBackend(HttpBackendBase):
     def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         return self._stream(request, include_usage=None)
 
-    async def _open(self, request: ChatCompletionRequest) -> aiohttp.ClientResponse:
+    async def _open(self, request: ChatCompletionRequest) -> Response:
         """Send the rendered request; return a 2xx response (error statuses raised)."""
         upstream = build_request(request, self.spec, api_key=self.config.api_key)
         headers = dict(upstream.headers)

@@ -25,6 +25,7 @@ from ...sse import SSEDecoder
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, Usage
 from ..base import BackendConfig, Health
 from ..http import drain, probe, settle
+from ..httpclient import HttpClient, Response, multipart_form
 from .media import KNOWN_MODELS, check_kind, pipelines_of
 from .translate import StreamParser, build_request, error_from_response, parse_response
 from .transport import gateway_errors
@@ -100,10 +101,12 @@ class LivepeerBackend(LivepeerVideoMixin):
         base = options.gateway_url.rstrip("/")
         self._llm_url = base + LLM_PATH
         self._generation: Generation | None = None if options.gateway_api == "auto" else options.gateway_api
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # media uploads and downloads, discovery
+        self._client: HttpClient | None = None  # /llm and the health probe: the hot path
         self._headers = {"Accept": "application/json, text/event-stream"}
         if options.gateway_token:
             self._headers["Authorization"] = f"Bearer {options.gateway_token}"
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=options.connect_timeout, sock_connect=options.connect_timeout
         )
@@ -135,7 +138,7 @@ class LivepeerBackend(LivepeerVideoMixin):
     async def health(self) -> Health:
         """``GET /healthz`` on the gateway (200, empty body, when it is up)."""
         return await probe(
-            self._http(),
+            self._llm_client(),
             name=self.name,
             kind=self.kind,
             base_url=self.options.gateway_url.rstrip("/"),
@@ -161,7 +164,14 @@ class LivepeerBackend(LivepeerVideoMixin):
             )
         return self._session
 
+    def _llm_client(self) -> HttpClient:
+        if self._client is None or self._client.closed:
+            self._client = HttpClient(connect_timeout=self.options.connect_timeout)
+        return self._client
+
     async def aclose(self) -> None:
+        if self._client is not None and not self._client.closed:
+            await self._client.aclose()
         if self._session is not None and not self._session.closed:
             await self._session.close()
 
@@ -175,27 +185,29 @@ class LivepeerBackend(LivepeerVideoMixin):
             stream=stream,
         )
 
-    async def _post_once(self, lp: LivepeerRequest) -> aiohttp.ClientResponse:
-        session = self._http()
+    async def _post_once(self, lp: LivepeerRequest, timeout: float) -> Response:
+        client = self._llm_client()
         if lp.json is not None:
-            headers = {**self._headers, "Content-Type": "application/json"}
-            return await session.post(self._llm_url, data=orjson.dumps(lp.json), headers=headers)
-        form = aiohttp.FormData(default_to_multipart=True)
-        for key, value in (lp.form or {}).items():
-            form.add_field(key, value)
-        return await session.post(self._llm_url, data=form, headers=self._headers)
+            body, headers = orjson.dumps(lp.json), self._json_headers
+        else:
+            body, content_type = multipart_form(lp.form or {})
+            headers = {**self._headers, "Content-Type": content_type}
+        return await client.request("POST", self._llm_url, data=body, headers=headers, timeout=timeout)
 
-    async def _post(self, lp: LivepeerRequest, timeout: float) -> aiohttp.ClientResponse:
+    async def _post(self, lp: LivepeerRequest, timeout: float) -> Response:
         """Send, and wait for the response head (which a gateway sends with the first token)."""
+        deadline = time.monotonic() + timeout  # both attempts together
         try:
-            async with asyncio.timeout(timeout):
-                with gateway_errors(self.options.gateway_url):
-                    try:
-                        return await self._post_once(lp)
-                    except aiohttp.ServerDisconnectedError:
-                        # Either a pooled keep-alive connection went stale, or the gateway closed
-                        # without answering. One fresh attempt tells them apart.
-                        return await self._post_once(lp)
+            with gateway_errors(self.options.gateway_url):
+                try:
+                    return await self._post_once(lp, timeout)
+                except aiohttp.ServerDisconnectedError:
+                    # Either a pooled keep-alive connection went stale, or the gateway closed
+                    # without answering. One fresh attempt tells them apart.
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError from None
+                    return await self._post_once(lp, left)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"The Livepeer gateway sent nothing within {timeout:g} s.", code="first_token_timeout"
@@ -203,7 +215,7 @@ class LivepeerBackend(LivepeerVideoMixin):
 
     async def _open(
         self, request: ChatCompletionRequest, *, stream: bool, timeout: float
-    ) -> tuple[LivepeerRequest, aiohttp.ClientResponse]:
+    ) -> tuple[LivepeerRequest, Response]:
         """Translate, send, handle generation fallback and error statuses; return a 200 response."""
         lp = self._translate(request, stream=stream)
         resp = await self._post(lp, timeout)
@@ -297,7 +309,7 @@ class LivepeerBackend(LivepeerVideoMixin):
         request: ChatCompletionRequest,
         *,
         include_usage: bool | None,
-        opened: tuple[LivepeerRequest, aiohttp.ClientResponse] | None = None,
+        opened: tuple[LivepeerRequest, Response] | None = None,
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Chunks of one streamed answer (``opened``: a response already obtained by ``_open``)."""
         if opened is None and self._is_captioner(request):
@@ -339,7 +351,7 @@ class LivepeerBackend(LivepeerVideoMixin):
             await events.aclose()
             settle(resp, complete=complete)
 
-    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
+    async def _events(self, resp: Response) -> AsyncGenerator[bytes, None]:
         decoder = SSEDecoder()
         content = resp.content
         loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import aiohttp
 
 from ...errors import UpstreamError, UpstreamUnavailable
+from ..httpclient import ConnectFailed
 
 NO_ORCHESTRATOR = (
     "The Livepeer gateway closed the connection without answering (this is how gateways since v0.8.7 "
@@ -17,12 +18,13 @@ NO_ORCHESTRATOR = (
 
 @contextmanager
 def gateway_errors(gateway_url: str) -> Iterator[None]:
-    """Map aiohttp's exceptions inside the block; timeouts are left to the caller (its message)."""
+    """Map the clients' exceptions inside the block (``HttpClient``'s subclass aiohttp's);
+    timeouts are left to the caller (its message)."""
     try:
         yield
     except aiohttp.ServerDisconnectedError:
         raise UpstreamUnavailable(NO_ORCHESTRATOR, code="no_orchestrator") from None
-    except aiohttp.ClientConnectorError as exc:
+    except (aiohttp.ClientConnectorError, ConnectFailed) as exc:
         raise UpstreamUnavailable(
             f"Cannot connect to the Livepeer gateway at {gateway_url} ({exc.os_error}).",
             code="upstream_unreachable",

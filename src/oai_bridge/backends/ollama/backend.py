@@ -40,6 +40,7 @@ from ...errors import BridgeError, UpstreamError
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from ..base import BackendConfig
 from ..http import HttpBackendBase, drain, lines, read_body, settle
+from ..httpclient import Response
 from .translate import (
     THINK_LEVELS,
     ChatSettings,
@@ -120,10 +121,10 @@ class OllamaBackend(HttpBackendBase):
     def error_from_response(self, status: int, body: bytes, headers: Mapping[str, str]) -> BridgeError:
         return error_from_response(status, body, headers, what=self.what)
 
-    async def _post(self, path: str, body: Any, *, timeout: float) -> aiohttp.ClientResponse:
+    async def _post(self, path: str, body: Any, *, timeout: float) -> Response:
         return await self.post_json(path, body, timeout=timeout, headers=self._headers)
 
-    async def _json(self, resp: aiohttp.ClientResponse) -> Any:
+    async def _json(self, resp: Response) -> Any:
         raw = await read_body(resp, what=self.what, timeout=self.config.request_timeout)
         try:
             return orjson.loads(raw)
@@ -175,9 +176,9 @@ class OllamaBackend(HttpBackendBase):
         ]
         try:
             async with asyncio.timeout(min(MODELS_TIMEOUT, self.config.request_timeout)):
-                async with self.session().get(self.base_url + TAGS_PATH, headers=self.health_headers()) as resp:
-                    raw = await resp.read()
-                    status = resp.status
+                resp = await self.session().request("GET", self.base_url + TAGS_PATH, headers=self.health_headers())
+                raw = await resp.read()
+                status = resp.status
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("listing the models of %s failed: %s", self.what, type(exc).__name__)
             return configured

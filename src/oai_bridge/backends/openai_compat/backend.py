@@ -28,7 +28,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Self, get_args
 
-import aiohttp
 import orjson
 
 from ...embeddings import EmbeddingRequest, EmbeddingResponse
@@ -37,6 +36,7 @@ from ...sse import ServerSentEvent
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 from ..base import BackendConfig
 from ..http import HttpBackendBase, drain, open_response, read_body, settle, sse_events
+from ..httpclient import Response
 from .translate import (
     StreamNormalizer,
     build_embeddings_request,
@@ -118,7 +118,7 @@ class OpenAICompatBackend(HttpBackendBase):
     def error_from_response(self, status: int, body: bytes, headers: Mapping[str, str]) -> BridgeError:
         return error_from_response(status, body, headers, what=self.what)
 
-    async def _post(self, path: str, body: dict[str, Any], timeout: float) -> aiohttp.ClientResponse:
+    async def _post(self, path: str, body: dict[str, Any], timeout: float) -> Response:
         return await self.post_json(path, body, timeout=timeout, headers=self._headers)
 
     def _json(self, raw: bytes) -> Any:
@@ -174,7 +174,7 @@ class OpenAICompatBackend(HttpBackendBase):
             await events.aclose()
             settle(resp, complete=complete)
 
-    def _events(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[ServerSentEvent, None]:
+    def _events(self, resp: Response) -> AsyncGenerator[ServerSentEvent, None]:
         """The SSE events of ``resp`` (timeouts per ``http.sse_events``); a last event left without
         its blank line at the end of the body (llama-server's bare ``data: [DONE]``) is still
         delivered when it is ``[DONE]`` or complete JSON (else it was cut: dropped)."""
