@@ -1,6 +1,6 @@
 """The lean HTTP client's request deadline (``timeout=``: connecting and the response head
-together, one timer) and raw deflate bodies, against scripted loopback servers, on both loops
-(helpers from ``test_httpclient``)."""
+together, one timer), raw deflate bodies and bytes arriving on an idle pooled connection, against
+scripted loopback servers, on both loops (helpers from ``test_httpclient``)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,22 @@ async def test_deflate_bodies_wrapped_or_raw(wrapped: bool) -> None:
         for _ in range(2):
             assert await get(http, server.url) == TEXT
         assert server.accepted == 1
+
+
+@on_both_loops
+async def test_bytes_on_an_idle_pooled_connection_drop_it() -> None:
+    """An upstream that sends something while no request is out (a stray answer, garbage) has lost
+    track of the exchange: the pooled connection is closed, the next request opens a new one."""
+
+    async def stray(conn: Conn) -> None:
+        await conn.request()
+        await conn.send((ok(), 0.05, ok(b"stray")))
+        await conn.wait_eof()
+
+    async with RawServer(stray) as server, client() as http:
+        assert await get(http, server.url) == b"ok"
+        assert http.connections() == (1, 1)
+        await server.closed_by_client()  # the stray answer made the client close it
+        assert http.connections() == (0, 0)
+        assert await get(http, server.url) == b"ok"
+        assert server.accepted == 2
