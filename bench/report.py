@@ -197,7 +197,7 @@ def _latency_section(res: dict[str, Any]) -> list[str]:
     lines = []
     lines.append(
         f"2. Latency at concurrency 1, the ways alternating request by request ({lat['counts']['nonstream']} "
-        f"non-stream + {lat['counts']['stream']} stream rounds; LiteLLM in the first "
+        f"non-stream + {lat['counts']['stream']} stream rounds; LiteLLM apart, alternating with direct, "
         f"{lat['litellm_counts']['nonstream']} + {lat['litellm_counts']['stream']}); streams: time to last byte"
     )
     lines.append(f"   {'':<32}{'p50':>11}{'p99':>11}{'added p50':>12}{'added p99':>12}{'×direct p50':>13}"
