@@ -48,6 +48,7 @@ T = TypeVar("T")
 __all__ = [
     "DRAIN_SECONDS",
     "HttpBackendBase",
+    "IdleWatch",
     "drain",
     "lines",
     "open_response",
@@ -124,7 +125,7 @@ async def read_body(resp: Response, *, what: str, timeout: float) -> bytes:
         resp.release()
 
 
-class _IdleWatch:
+class IdleWatch:
     """One timer per body instead of two timer operations per read (each a ``call_at`` or a cancel,
     and a ``getpid`` syscall through ``get_running_loop``): the reader only stores when its pending
     read started in ``since`` (``None`` between reads), and the timer, due at most every ``limit`` s,
@@ -175,7 +176,7 @@ async def _decoded(
     code = "first_token_timeout"
     try:
         async with asyncio.timeout(None) as deadline:
-            watch = _IdleWatch(loop, deadline, first)
+            watch = IdleWatch(loop, deadline, first)
             try:
                 while True:
                     watch.since = loop.time()

@@ -24,7 +24,7 @@ from ...redact import register_secret
 from ...sse import SSEDecoder
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, Usage
 from ..base import BackendConfig, Health
-from ..http import drain, probe, settle
+from ..http import IdleWatch, drain, probe, settle
 from ..httpclient import HttpClient, Response, multipart_form
 from .media import KNOWN_MODELS, check_kind, pipelines_of
 from .translate import StreamParser, build_request, error_from_response, parse_response
@@ -358,14 +358,18 @@ class LivepeerBackend(LivepeerVideoMixin):
         idle = self.options.idle_timeout
         try:
             async with asyncio.timeout(None) as deadline:
-                while True:
-                    deadline.reschedule(loop.time() + idle)
-                    data = await content.readany()
-                    deadline.reschedule(None)
-                    if not data:
-                        return
-                    for event in decoder.feed(data):
-                        yield event.data
+                watch = IdleWatch(loop, deadline, idle)  # one timer per body, not two operations per read
+                try:
+                    while True:
+                        watch.since = loop.time()
+                        data = await content.readany()
+                        watch.since = None
+                        if not data:
+                            return
+                        for event in decoder.feed(data):
+                            yield event.data
+                finally:
+                    watch.cancel()
         except TimeoutError:
             raise UpstreamTimeout(
                 f"The Livepeer gateway went silent for {idle:g} s in the middle of the answer.",
