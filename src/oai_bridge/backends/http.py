@@ -31,6 +31,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
@@ -48,12 +49,13 @@ T = TypeVar("T")
 __all__ = [
     "DRAIN_SECONDS",
     "HttpBackendBase",
-    "IdleWatch",
+    "StreamErrors",
     "drain",
     "lines",
     "open_response",
     "probe",
     "read_body",
+    "request_twice",
     "retry_after",
     "settle",
     "sse_events",
@@ -84,6 +86,21 @@ def transport_errors(what: str) -> Iterator[None]:
         raise UpstreamError(f"The request to {what} failed ({type(exc).__name__}).") from None
 
 
+async def request_twice(client: HttpClient, method: str, url: str, *, timeout: float, **kwargs: Any) -> Response:
+    """``client.request``, once more when the connection closed before any answer (a pooled
+    keep-alive connection the upstream had closed looks just like an upstream that closed without
+    answering; the second attempt tells them apart). ``timeout`` covers both; the client's
+    exceptions pass through (``TimeoutError`` past it)."""
+    deadline = time.monotonic() + timeout
+    try:
+        return await client.request(method, url, timeout=timeout, **kwargs)
+    except aiohttp.ServerDisconnectedError:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError from None
+        return await client.request(method, url, timeout=left, **kwargs)
+
+
 async def open_response(
     client: HttpClient,
     method: str,
@@ -96,16 +113,9 @@ async def open_response(
     """Send a request and wait (at most ``timeout`` s) for the response head. A pooled keep-alive
     connection the upstream already closed gets one fresh attempt: a client cannot tell that
     apart from an upstream that closed without answering."""
-    deadline = time.monotonic() + timeout  # both attempts together
     try:
         with transport_errors(what):
-            try:
-                return await client.request(method, url, timeout=timeout, **kwargs)
-            except aiohttp.ServerDisconnectedError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError from None
-                return await client.request(method, url, timeout=left, **kwargs)
+            return await request_twice(client, method, url, timeout=timeout, **kwargs)
     except TimeoutError:
         raise UpstreamTimeout(f"{what} sent nothing within {timeout:g} s.", code="first_token_timeout") from None
 
@@ -159,6 +169,16 @@ class IdleWatch:
         self._handle.cancel()
 
 
+@dataclass(frozen=True, slots=True)
+class StreamErrors:
+    """How a backend words the failures of a body being read, when not as the table does:
+    ``silent(code, limit)`` for a silence (``code`` is ``first_token_timeout`` before the first
+    item, else ``idle_timeout``), ``broken()`` for a connection that broke."""
+
+    silent: Callable[[str, float], BridgeError]
+    broken: Callable[[], BridgeError]
+
+
 async def _decoded(
     resp: Response,
     *,
@@ -167,10 +187,13 @@ async def _decoded(
     first: float,
     decode: Callable[[bytes], list[T]],
     finish: Callable[[], list[T]],
+    errors: StreamErrors | None = None,
 ) -> AsyncGenerator[T, None]:
     """What ``decode`` makes of the body as it comes: at most ``first`` s until the first decoded
     item (bytes that decode to nothing, like keep-alive comments, don't count), ``idle`` s between
-    reads after it; ``finish()`` gives what is left when the body ends."""
+    reads after it; ``finish()`` gives what is left when the body ends. The errors raised are the
+    table's (``first_token_timeout`` / ``idle_timeout``, ``stream_cut``) unless ``errors`` says
+    otherwise."""
     content = resp.content
     loop = asyncio.get_running_loop()
     code = "first_token_timeout"
@@ -194,9 +217,13 @@ async def _decoded(
             finally:
                 watch.cancel()
     except TimeoutError:
+        if errors is not None:
+            raise errors.silent(code, watch.limit) from None
         where = "before its first event" if code == "first_token_timeout" else "in the middle of the answer"
         raise UpstreamTimeout(f"{what} went silent {where} for {watch.limit:g} s.", code=code) from None
     except aiohttp.ClientError:
+        if errors is not None:
+            raise errors.broken() from None
         raise UpstreamError(f"The connection to {what} broke in the middle of the answer.", code="stream_cut") from None
     for item in finish():
         yield item
@@ -209,10 +236,11 @@ def sse_events(
     idle: float,
     first: float | None = None,
     tail: Callable[[ServerSentEvent], bool] | None = None,
+    errors: StreamErrors | None = None,
 ) -> AsyncGenerator[ServerSentEvent, None]:
     """The server-sent events of ``resp`` (comments skipped). An event the body ends in without
     its blank line is delivered only if ``tail(event)`` says it is whole (llama-server ends with a
-    bare ``data: [DONE]``); otherwise it was cut and is dropped."""
+    bare ``data: [DONE]``); otherwise it was cut and is dropped. ``errors``: see ``_decoded``."""
     decoder = SSEDecoder()
 
     def finish() -> list[ServerSentEvent]:
@@ -221,7 +249,13 @@ def sse_events(
         return [e for e in decoder.feed(b"\n\n") if tail(e)]
 
     return _decoded(
-        resp, what=what, idle=idle, first=idle if first is None else first, decode=decoder.feed, finish=finish
+        resp,
+        what=what,
+        idle=idle,
+        first=idle if first is None else first,
+        decode=decoder.feed,
+        finish=finish,
+        errors=errors,
     )
 
 

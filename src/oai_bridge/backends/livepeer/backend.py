@@ -21,14 +21,14 @@ import orjson
 from ...chunks import ChunkBuilder, fold_chunks
 from ...errors import UpstreamError, UpstreamTimeout
 from ...redact import register_secret
-from ...sse import SSEDecoder
+from ...sse import ServerSentEvent
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, Usage
 from ..base import BackendConfig, Health
-from ..http import IdleWatch, drain, probe, settle
+from ..http import drain, probe, request_twice, settle, sse_events
 from ..httpclient import HttpClient, Response, multipart_form
 from .media import KNOWN_MODELS, check_kind, pipelines_of
 from .translate import StreamParser, build_request, error_from_response, parse_response
-from .transport import gateway_errors
+from .transport import GATEWAY_STREAM_ERRORS, gateway_errors
 from .video_io import LivepeerVideoMixin
 from .wire import (
     CAPABILITIES_PATH,
@@ -185,29 +185,18 @@ class LivepeerBackend(LivepeerVideoMixin):
             stream=stream,
         )
 
-    async def _post_once(self, lp: LivepeerRequest, timeout: float) -> Response:
-        client = self._llm_client()
+    async def _post(self, lp: LivepeerRequest, timeout: float) -> Response:
+        """Send, and wait for the response head (which a gateway sends with the first token)."""
         if lp.json is not None:
             body, headers = orjson.dumps(lp.json), self._json_headers
         else:
             body, content_type = multipart_form(lp.form or {})
             headers = {**self._headers, "Content-Type": content_type}
-        return await client.request("POST", self._llm_url, data=body, headers=headers, timeout=timeout)
-
-    async def _post(self, lp: LivepeerRequest, timeout: float) -> Response:
-        """Send, and wait for the response head (which a gateway sends with the first token)."""
-        deadline = time.monotonic() + timeout  # both attempts together
         try:
             with gateway_errors(self.options.gateway_url):
-                try:
-                    return await self._post_once(lp, timeout)
-                except aiohttp.ServerDisconnectedError:
-                    # Either a pooled keep-alive connection went stale, or the gateway closed
-                    # without answering. One fresh attempt tells them apart.
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError from None
-                    return await self._post_once(lp, left)
+                return await request_twice(
+                    self._llm_client(), "POST", self._llm_url, data=body, headers=headers, timeout=timeout
+                )
         except TimeoutError:
             raise UpstreamTimeout(
                 f"The Livepeer gateway sent nothing within {timeout:g} s.", code="first_token_timeout"
@@ -338,8 +327,8 @@ class LivepeerBackend(LivepeerVideoMixin):
                     "The Livepeer gateway answered a stream request with "
                     f"{ctype or 'no content type'} ({len(raw)} bytes)."
                 )
-            async for data in events:
-                for chunk in parser.feed(data):
+            async for event in events:
+                for chunk in parser.feed(event.data):
                     yield chunk
                 if parser.done:
                     break
@@ -351,32 +340,11 @@ class LivepeerBackend(LivepeerVideoMixin):
             await events.aclose()
             settle(resp, complete=complete)
 
-    async def _events(self, resp: Response) -> AsyncGenerator[bytes, None]:
-        decoder = SSEDecoder()
-        content = resp.content
-        loop = asyncio.get_running_loop()
+    def _events(self, resp: Response) -> AsyncGenerator[ServerSentEvent, None]:
+        """The gateway's events, with its own silence limit (from the head on: a gateway sends the
+        head with the first token) and messages."""
         idle = self.options.idle_timeout
-        try:
-            async with asyncio.timeout(None) as deadline:
-                watch = IdleWatch(loop, deadline, idle)  # one timer per body, not two operations per read
-                try:
-                    while True:
-                        watch.since = loop.time()
-                        data = await content.readany()
-                        watch.since = None
-                        if not data:
-                            return
-                        for event in decoder.feed(data):
-                            yield event.data
-                finally:
-                    watch.cancel()
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"The Livepeer gateway went silent for {idle:g} s in the middle of the answer.",
-                code="idle_timeout",
-            ) from None
-        except aiohttp.ClientError:
-            raise UpstreamError("The connection to the Livepeer gateway broke in the middle of the answer.") from None
+        return sse_events(resp, what="the Livepeer gateway", idle=idle, first=idle, errors=GATEWAY_STREAM_ERRORS)
 
     # ------------------------------------------------------------------ models
 

@@ -1,4 +1,5 @@
-"""How transport failures talking to a gateway become ``BridgeError``s (one place for every call)."""
+"""How transport failures talking to a gateway become ``BridgeError``s (one place for every call,
+and for a stream being read)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from contextlib import contextmanager
 
 import aiohttp
 
-from ...errors import UpstreamError, UpstreamUnavailable
+from ...errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..http import StreamErrors
 from ..httpclient import ConnectFailed
 
 NO_ORCHESTRATOR = (
@@ -32,3 +34,12 @@ def gateway_errors(gateway_url: str) -> Iterator[None]:
         ) from None
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"The request to the Livepeer gateway failed ({type(exc).__name__}).") from None
+
+
+#: A gateway's stream: one silence limit from the head on (the head comes with the first token).
+GATEWAY_STREAM_ERRORS = StreamErrors(
+    silent=lambda _code, limit: UpstreamTimeout(
+        f"The Livepeer gateway went silent for {limit:g} s in the middle of the answer.", code="idle_timeout"
+    ),
+    broken=lambda: UpstreamError("The connection to the Livepeer gateway broke in the middle of the answer."),
+)
